@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml | $(BIN)/python
 install: $(STAMP)
 
 demo: install
-	$(BIN)/mfbo fingerprint mfbo/datasets/water_2d.traj --params studies/demo_fp_params.json --out out/water_fingerprints.npz
+	$(BIN)/mfbo run studies/quickstart.toml --resume
 
 test: install
 	$(BIN)/ruff check mfbo tests analysis

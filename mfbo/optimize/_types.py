@@ -35,7 +35,7 @@ class Trial:
         data_fraction, epochs: fidelities it ran at (epochs = epochs actually run, e.g. after pruning).
         curve: validation loss after each epoch 1..epochs (empty when failed).
         cost: cost in seconds (measured wall time unless the objective reported one).
-        status: "completed", "failed" or "abandoned".
+        status: "running" (asked, not yet told), "completed", "failed" or "abandoned".
         error: failure reason, if any.
         metadata: anything else (timings, versions, method-specific info).
     """

@@ -1,1 +1,82 @@
-"""mfbo.training."""
+"""SingleNN training: the expensive objective, with data-fraction and epoch fidelities.
+
+Public API::
+
+    from mfbo.training import TrainConfig, load_images, split_train_val, train
+    pool = load_images("mfbo/datasets/train_pool.traj", require_forces=True)
+    train_set, val_set = split_train_val(pool, 0.1, seed=1)
+    result = train(TrainConfig(), train_set, val_set, data_fraction=0.25, epochs=5)
+    result.curve[-1]["val_energy_mae_per_atom"]; result.model.save("model.npz")
+
+See ``docs/training.md``. Names that need torch are imported on first use, so that
+``import mfbo.training`` (and the ``mfbo`` CLI) stays light.
+"""
+
+import importlib
+
+from mfbo.errors import ModelFileError, TrainingDiverged
+from mfbo.training._config import (
+    GMP_HYPERPARAMETERS,
+    NETWORK_HYPERPARAMETERS,
+    TrainConfig,
+    config_from_hyperparameters,
+    default_fp_params,
+    make_sigmas,
+)
+from mfbo.training._data import (
+    free_atom_mask,
+    load_images,
+    nested_subset,
+    nested_subset_indices,
+    split_train_val,
+)
+
+_LAZY = {
+    "train": "mfbo.training._train",
+    "evaluate_model": "mfbo.training._train",
+    "TrainResult": "mfbo.training._train",
+    "CURVE_KEYS": "mfbo.training._train",
+    "TrainedModel": "mfbo.training._trained",
+    "MfboCalculator": "mfbo.training._calculator",
+    "SingleNN": "mfbo.training._model",
+    "FeatureScaler": "mfbo.training._scaling",
+    "TargetScaler": "mfbo.training._scaling",
+}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'mfbo.training' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(__all__)
+
+
+__all__ = [
+    "TrainConfig",
+    "config_from_hyperparameters",
+    "default_fp_params",
+    "make_sigmas",
+    "GMP_HYPERPARAMETERS",
+    "NETWORK_HYPERPARAMETERS",
+    "load_images",
+    "split_train_val",
+    "nested_subset",
+    "nested_subset_indices",
+    "free_atom_mask",
+    "train",
+    "evaluate_model",
+    "TrainResult",
+    "CURVE_KEYS",
+    "TrainedModel",
+    "MfboCalculator",
+    "SingleNN",
+    "FeatureScaler",
+    "TargetScaler",
+    "TrainingDiverged",
+    "ModelFileError",
+]

@@ -1,0 +1,452 @@
+"""Benchmark mfbo against its baselines on the multi-fidelity problems with known optima.
+
+For every problem x method x seed it runs the method on the problem (problem noise seeded by the same
+seed), scores every history point by its simple regret at target fidelity (noise-free), and writes
+
+- ``OUT/runs/PROBLEM/METHOD/seedK.json``: one run (reused on a rerun unless ``--force``);
+- ``OUT/results.json``: every number: per-run regret traces, medians and quartiles of regret on a cost
+  grid, cost-to-target (regret <= 5 % and 1 % of the problem's initial-design regret), the ratios of
+  mfbo to the best baseline and to random search, timings (wall and process CPU);
+- ``OUT/PROBLEM.png``: median regret (quartile bands) vs cumulative cost in FFE, and cost-to-target.
+
+Initial-design regret of a problem = the median regret of 1024 quasi-random configurations at target
+fidelity (what one initial-design point achieves in the median). Cost-to-target of a run = the cumulative
+cost (FFE) at which its recommendation first reaches the threshold (inf if never within the budget).
+
+Example (the reduced run committed under analysis/benchmarks/results)::
+
+    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python analysis/benchmarks/run.py \\
+        --problems hartmann6_mf learning_curve --methods mfbo random ax-sf optuna-tpe-hb hyperband \\
+        --seeds 10 --jobs 2 --out analysis/benchmarks/results
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_PROBLEMS = ["hartmann6_mf", "learning_curve", "yahpo_lcbench", "yahpo_rbv2_xgboost"]
+DEFAULT_METHODS = ["mfbo", "random", "ax-sf", "optuna-tpe-hb", "hyperband"]
+DEFAULT_BUDGETS = {"hartmann6_mf": 30.0, "learning_curve": 30.0, "yahpo_lcbench": 30.0, "yahpo_rbv2_xgboost": 30.0}
+TARGETS = {"5pct": 0.05, "1pct": 0.01}
+
+
+def _limit_threads() -> None:
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ.setdefault(var, "1")
+    try:
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.floating, float)):
+        v = float(x)
+        return v if math.isfinite(v) else (None if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(x, np.integer):
+        return int(x)
+    if isinstance(x, (str, int, bool)) or x is None:
+        return x
+    return str(x)
+
+
+def _float(v: Any) -> float:
+    if v == "inf":
+        return math.inf
+    if v == "-inf":
+        return -math.inf
+    return math.nan if v is None else float(v)
+
+
+def run_one(problem: str, method: str, seed: int, budget: float, problem_kwargs: dict,
+            method_options: dict, run_timeout: float | None = None) -> dict:
+    """One run: returns its record (regret trace at every history point, timings).
+
+    ``run_timeout`` (s): the method is asked to stop (its callback returns True) once a run has taken
+    this long; the record then says ``timed_out`` and its regret trace ends where the run stopped.
+    """
+    _limit_threads()
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from mfbo.optimize.problems import get_problem
+
+    prob = get_problem(problem, seed=seed, **problem_kwargs)
+    t0, c0 = time.perf_counter(), time.process_time()
+    error = None
+    timed_out = False
+
+    def callback(trial, entry) -> bool:
+        nonlocal timed_out
+        if run_timeout is not None and time.perf_counter() - t0 > run_timeout:
+            timed_out = True
+        return timed_out
+
+    try:
+        if method == "mfbo":
+            from mfbo.optimize import minimize
+
+            res = minimize(prob, prob.space, budget, seed=seed, method="mfbo", callback=callback,
+                           **method_options)
+        else:
+            from mfbo.optimize.baselines import get_baseline
+
+            res = get_baseline(method)(prob, prob.space, budget, seed=seed, callback=callback, **method_options)
+    except Exception as exc:  # noqa: BLE001 - a crashing method is recorded, not fatal to the benchmark
+        error = f"{type(exc).__name__}: {exc}"
+        res = None
+    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    rec: dict[str, Any] = {"problem": problem, "method": method, "seed": seed, "budget_ffe": budget,
+                           "wall_s": wall, "cpu_s": cpu, "error": error, "timed_out": timed_out}
+    if res is None:
+        return rec
+    cache: dict[str, float] = {}
+
+    def regret(p: dict) -> float:
+        key = json.dumps(p, sort_keys=True, default=str)
+        if key not in cache:
+            cache[key] = prob.regret(p)
+        return cache[key]
+
+    hist = [h for h in res.history if h.get("recommended")]
+    rec["cost_ffe"] = [float(h["cost_ffe"]) for h in hist]
+    rec["regret"] = [regret(h["recommended"]) for h in hist]
+    rec["final_regret"] = regret(res.best_params)
+    rec["final_cost_ffe"] = float(res.cost_spent)
+    rec["best_params"] = res.best_params
+    rec["n_trials"] = len(res.trials)
+    ffe = prob.full_fidelity_cost
+    tgt = prob.target
+    at_target = sum(t.cost for t in res.trials
+                    if t.data_fraction >= tgt.get("data_fraction", 1.0) - 1e-9 and t.epochs >= tgt.get("epochs", 1))
+    rec["target_fidelity_share"] = at_target / max(res.cost_spent_seconds, 1e-12)
+    rec["ffe_seconds"] = ffe
+    return rec
+
+
+def initial_design_regret(problem: str, problem_kwargs: dict, n: int = 1024) -> float:
+    from mfbo.optimize.problems import get_problem
+
+    prob = get_problem(problem, seed=0, **problem_kwargs)
+    configs = prob.space.sample(n, seed=2024)
+    if hasattr(prob, "values_at_target"):
+        vals = np.asarray(prob.values_at_target(configs))
+    else:
+        vals = np.array([prob.value_at_target(c) for c in configs])
+    return float(np.median(vals - prob.optimum_value))
+
+
+def regret_on_grid(rec: dict, grid: np.ndarray, r0: float) -> np.ndarray:
+    """Regret of the run's recommendation at each cost in ``grid`` (r0 before its first recommendation)."""
+    out = np.full(len(grid), r0, dtype=float)
+    costs, regs = np.asarray(rec.get("cost_ffe", [])), np.asarray(rec.get("regret", []), dtype=float)
+    if len(costs) == 0:
+        return out
+    idx = np.searchsorted(costs, grid, side="right") - 1
+    ok = idx >= 0
+    out[ok] = regs[idx[ok]]
+    if rec.get("timed_out"):
+        # A run stopped by --run-timeout says nothing about costs it never reached.
+        out[grid > costs[-1] + 1e-12] = np.nan
+    return out
+
+
+def cost_to_target(rec: dict, threshold: float) -> float:
+    for c, r in zip(rec.get("cost_ffe", []), rec.get("regret", [])):
+        if r <= threshold:
+            return float(c)
+    return math.inf
+
+
+def _quantile_inf(x: np.ndarray, q: float) -> float:
+    """Quantile of values that may be inf (runs that never reached the target count as the largest)."""
+    x = np.asarray(x, dtype=float)
+    if np.all(np.isfinite(x)):
+        return float(np.quantile(x, q))
+    if not np.any(np.isfinite(x)):
+        return math.inf
+    top = float(np.max(x[np.isfinite(x)]))
+    v = float(np.quantile(np.where(np.isfinite(x), x, 2 * abs(top) + 1.0), q))
+    # anything interpolated towards a run that never reached the target is itself "not reached"
+    return math.inf if v > top else v
+
+
+def summarise(records: list[dict], budgets: dict, r0s: dict) -> dict:
+    out: dict[str, Any] = {}
+    for problem in sorted({r["problem"] for r in records}):
+        recs = [r for r in records if r["problem"] == problem]
+        budget = budgets[problem]
+        r0 = r0s[problem]
+        grid = np.linspace(0.0, budget, 121)
+        pout: dict[str, Any] = {"budget_ffe": budget, "initial_design_regret": r0,
+                                "thresholds": {k: f * r0 for k, f in TARGETS.items()},
+                                "cost_grid_ffe": grid.tolist(), "methods": {}}
+        for method in sorted({r["method"] for r in recs}):
+            mr = sorted((r for r in recs if r["method"] == method), key=lambda r: r["seed"])
+            ok = [r for r in mr if not r.get("error")]
+            m: dict[str, Any] = {"n_runs": len(mr), "n_failed": len(mr) - len(ok),
+                                 "errors": sorted({r["error"] for r in mr if r.get("error")})}
+            if ok:
+                R = np.array([regret_on_grid(r, grid, r0) for r in ok])
+                # Statistics only where at least half of the runs got to that cost (timed-out runs stop early).
+                enough = np.sum(np.isfinite(R), axis=0) >= (len(ok) + 1) // 2
+                with np.errstate(all="ignore"):
+                    import warnings
+
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore", RuntimeWarning)
+                        stats = {q: np.where(enough, np.nanquantile(np.where(enough, R, 0.0), q, axis=0), np.nan)
+                                 for q in (0.25, 0.5, 0.75)}
+                m["regret_median"] = stats[0.5].tolist()
+                m["regret_q25"] = stats[0.25].tolist()
+                m["regret_q75"] = stats[0.75].tolist()
+                m["n_runs_at_cost"] = np.sum(np.isfinite(R), axis=0).tolist()
+                # Median regret at a few fixed costs (NaN where fewer than half the runs got there).
+                m["regret_median_at_ffe"] = {
+                    f"{c:g}": float(stats[0.5][np.searchsorted(grid, c, side="right") - 1])
+                    for c in (0.5, 1, 2, 5, 10, 20, 30, 50, 100) if c <= budget}
+                m["final_regret"] = [r["final_regret"] for r in ok]
+                m["final_regret_median"] = float(np.median(m["final_regret"]))
+                for key, frac in TARGETS.items():
+                    ctt = np.array([cost_to_target(r, frac * r0) for r in ok])
+                    m[f"cost_to_target_{key}"] = ctt.tolist()
+                    for label, q in (("median", 0.5), ("q25", 0.25), ("q75", 0.75)):
+                        m[f"cost_to_target_{key}_{label}"] = _quantile_inf(ctt, q)
+                    m[f"reached_{key}"] = float(np.mean(np.isfinite(ctt)))
+                m["wall_s_median"] = float(np.median([r["wall_s"] for r in ok]))
+                m["cpu_s_median"] = float(np.median([r["cpu_s"] for r in ok]))
+                m["n_timed_out"] = int(sum(bool(r.get("timed_out")) for r in ok))
+                m["n_trials_median"] = float(np.median([r["n_trials"] for r in ok]))
+                m["cost_spent_median_ffe"] = float(np.median([r["final_cost_ffe"] for r in ok]))
+                m["target_fidelity_share_median"] = float(np.median([r["target_fidelity_share"] for r in ok]))
+            pout["methods"][method] = m
+        pout["ratios"] = _ratios(pout["methods"], budget)
+        out[problem] = pout
+    return out
+
+
+def _ratios(methods: dict, budget: float) -> dict:
+    """mfbo's median cost-to-target over the best baseline's and random search's.
+
+    A baseline that never reaches the target within the budget has cost-to-target > budget, so the
+    ratio is reported as an upper bound (``"<="``) computed with the budget in its place.
+    """
+    res: dict[str, Any] = {}
+    if "mfbo" not in methods or "cost_to_target_5pct_median" not in methods["mfbo"]:
+        return res
+    for key in TARGETS:
+        mf = methods["mfbo"][f"cost_to_target_{key}_median"]
+        base = {k: v[f"cost_to_target_{key}_median"] for k, v in methods.items()
+                if k != "mfbo" and f"cost_to_target_{key}_median" in v}
+        entry: dict[str, Any] = {"mfbo_median": mf}
+        if base:
+            best_name = min(base, key=base.get)
+            for label, name in (("vs_best_baseline", best_name), ("vs_random", "random")):
+                if name not in base:
+                    continue
+                b = base[name]
+                if not math.isfinite(mf):
+                    entry[label] = {"baseline": name, "ratio": math.inf, "bound": "mfbo did not reach the target"}
+                elif math.isfinite(b):
+                    entry[label] = {"baseline": name, "ratio": mf / b, "bound": "="}
+                else:
+                    entry[label] = {"baseline": name, "ratio": mf / budget, "bound": "<="}
+        res[key] = entry
+    return res
+
+
+COLORS = {"mfbo": "tab:red", "random": "tab:gray", "ax-sf": "tab:blue", "optuna-tpe-hb": "tab:green",
+          "hyperband": "tab:orange", "dehb": "tab:purple"}
+
+
+def plot(summary: dict, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for problem, ps in summary.items():
+        fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.6, 1]})
+        grid = np.asarray(ps["cost_grid_ffe"])
+        names = list(ps["methods"])
+        for name in names:
+            m = ps["methods"][name]
+            if "regret_median" not in m:
+                continue
+            c = COLORS.get(name)
+            floor = 1e-6
+            med = np.array([_float(v) for v in m["regret_median"]])
+            q25 = np.array([_float(v) for v in m["regret_q25"]])
+            q75 = np.array([_float(v) for v in m["regret_q75"]])
+            label = f"{name} (n={m['n_runs']}" + (f", {m['n_timed_out']} timed out)" if m.get("n_timed_out") else ")")
+            ax1.plot(grid, np.maximum(med, floor), label=label, color=c)
+            ax1.fill_between(grid, np.maximum(q25, floor), np.maximum(q75, floor), color=c, alpha=0.15)
+        for key, thr in ps["thresholds"].items():
+            ax1.axhline(thr, ls="--", lw=0.8, color="k")
+            ax1.text(grid[-1], thr, f" {key}", va="center", fontsize=8)
+        ax1.set_yscale("log")
+        ax1.set_xlabel("cumulative cost [full-fidelity equivalents]")
+        ax1.set_ylabel("simple regret at target fidelity")
+        ax1.set_title(f"{problem}: median and quartiles over seeds")
+        ax1.legend(fontsize=8)
+        budget = ps["budget_ffe"]
+        for j, name in enumerate(names):
+            m = ps["methods"][name]
+            for k, (key, marker) in enumerate((("5pct", "o"), ("1pct", "s"))):
+                vals = np.asarray([_float(v) for v in m.get(f"cost_to_target_{key}", [])], dtype=float)
+                if len(vals) == 0:
+                    continue
+                shown = np.where(np.isfinite(vals), vals, budget * 1.08)
+                x = j + (k - 0.5) * 0.3 + np.linspace(-0.06, 0.06, len(vals))
+                ax2.scatter(x, shown, marker=marker, s=14, color=COLORS.get(name), alpha=0.6,
+                            label=key if j == 0 else None, facecolors="none" if key == "1pct" else None)
+                med = _float(m.get(f"cost_to_target_{key}_median"))
+                ax2.hlines(med if math.isfinite(med) else budget * 1.08, j + (k - 0.5) * 0.3 - 0.12,
+                           j + (k - 0.5) * 0.3 + 0.12, color="k")
+        ax2.axhline(budget, color="k", lw=0.6)
+        ax2.text(len(names) - 0.5, budget * 1.08, " not\n reached", fontsize=7, va="center")
+        ax2.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
+        ax2.set_xlim(-0.6, len(names) + 0.2)
+        ax2.set_ylabel("cost-to-target [FFE] (bar: median)")
+        ax2.set_title("cost-to-target: o 5 %, s 1 % of initial regret", fontsize=9)
+        fig.tight_layout()
+        path = out_dir / f"{problem}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        paths.append(path)
+    return paths
+
+
+def _fmt_ratio(e: dict | None) -> str:
+    if not e:
+        return "n/a"
+    r = e["ratio"]
+    s = "inf" if not math.isfinite(r) else f"{r:.3f}"
+    return f"{'<= ' if e['bound'] == '<=' else ''}{s} (vs {e['baseline']})"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="mfbo multi-fidelity benchmark (see module docstring)")
+    ap.add_argument("--problems", nargs="+", default=DEFAULT_PROBLEMS)
+    ap.add_argument("--methods", nargs="+", default=DEFAULT_METHODS)
+    ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
+    ap.add_argument("--budget", nargs="*", default=[], metavar="PROBLEM=FFE",
+                    help=f"budget overrides in FFE (defaults {DEFAULT_BUDGETS})")
+    ap.add_argument("--method-options", default="{}",
+                    help='JSON {"method": {option: value}} passed to the method, e.g. {"ax-sf": {"method": "fast"}}')
+    ap.add_argument("--yahpo-data", default=None, help="YAHPO Gym data folder (default $MFBO_YAHPO_DATA or "
+                                                       "../shared/data/yahpo)")
+    ap.add_argument("--jobs", type=int, default=1, help="runs in parallel processes")
+    ap.add_argument("--run-timeout", type=float, default=None,
+                    help="seconds after which a run is asked to stop (recorded as timed_out)")
+    ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    ap.add_argument("--force", action="store_true", help="rerun runs whose JSON already exists")
+    ap.add_argument("--summarise-only", action="store_true", help="only rebuild results.json and plots")
+    args = ap.parse_args(argv)
+
+    budgets = dict(DEFAULT_BUDGETS)
+    for item in args.budget:
+        name, _, val = item.partition("=")
+        budgets[name] = float(val)
+    method_options = json.loads(args.method_options)
+    out = Path(args.out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+
+    def pkw(problem: str) -> dict:
+        return {"data_dir": args.yahpo_data} if problem.startswith("yahpo") and args.yahpo_data else {}
+
+    todo, records = [], []
+    for problem in args.problems:
+        for method in args.methods:
+            for seed in range(args.seeds):
+                path = out / "runs" / problem / method / f"seed{seed}.json"
+                if path.exists() and not args.force:
+                    rec = json.loads(path.read_text())
+                    if _float(rec.get("budget_ffe")) == budgets[problem] or args.summarise_only:
+                        records.append(rec)
+                        continue
+                if not args.summarise_only:
+                    todo.append((problem, method, seed, path))
+
+    from tqdm import tqdm
+
+    if todo:
+        t0 = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
+            futs = {pool.submit(run_one, p, m, s, budgets[p], pkw(p), method_options.get(m, {}),
+                                 args.run_timeout): path
+                    for p, m, s, path in todo}
+            for fut in tqdm(as_completed(futs), total=len(futs), desc="runs", file=sys.stderr):
+                path = futs[fut]
+                try:
+                    rec = fut.result()
+                except Exception as exc:  # noqa: BLE001 - e.g. a worker process died; record, go on
+                    problem, method, seed = path.parts[-3], path.parts[-2], int(path.stem[4:])
+                    rec = {"problem": problem, "method": method, "seed": seed, "budget_ffe": budgets[problem],
+                           "wall_s": math.nan, "cpu_s": math.nan, "error": f"{type(exc).__name__}: {exc}",
+                           "timed_out": False}
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(_jsonable(rec)))
+                records.append(json.loads(path.read_text()))
+                if rec.get("error"):
+                    print(f"  {rec['problem']}/{rec['method']}/seed{rec['seed']}: {rec['error']}", file=sys.stderr)
+        print(f"{len(todo)} runs in {time.perf_counter() - t0:.0f} s", file=sys.stderr)
+
+    for rec in records:  # JSON round trip stores inf as a string
+        rec["regret"] = [_float(v) for v in rec.get("regret", [])]
+    problems = sorted({r["problem"] for r in records})
+    r0s = {p: initial_design_regret(p, pkw(p)) for p in problems}
+    summary = summarise(records, budgets, r0s)
+    import platform
+
+    import mfbo
+
+    meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
+            "mfbo_version": mfbo.__version__, "python": platform.python_version(), "seeds": args.seeds,
+            "budgets_ffe": {p: budgets[p] for p in problems}, "targets": TARGETS,
+            "definitions": {
+                "regret": "value_at_target(recommendation) - optimum_value (noise-free)",
+                "initial_design_regret": "median regret of 1024 scrambled-Sobol configurations",
+                "cost_to_target": "first cumulative cost (FFE) at which the recommendation's regret <= "
+                                  "fraction x initial_design_regret; inf if never within the budget",
+                "ratio_bound_<=": "the baseline never reached the target within the budget: its cost-to-target "
+                                  "exceeds the budget, so mfbo/budget bounds the ratio from above"}}
+    (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "problems": summary,
+                                                            "runs": records}), indent=1))
+    plot(summary, out)
+    print(f"{'problem':<20} {'method':<14} {'ctt5% med':>9} {'ctt1% med':>9} {'reach5%':>7} {'final regret':>12} "
+          f"{'wall s':>7} {'cpu s':>7}")
+    for problem, ps in summary.items():
+        for name, m in ps["methods"].items():
+            if "regret_median" not in m:
+                print(f"{problem:<20} {name:<14} failed: {m['errors']}")
+                continue
+            print(f"{problem:<20} {name:<14} {m['cost_to_target_5pct_median']:>9.3g} "
+                  f"{m['cost_to_target_1pct_median']:>9.3g} {m['reached_5pct']:>7.0%} "
+                  f"{m['final_regret_median']:>12.4g} {m['wall_s_median']:>7.1f} {m['cpu_s_median']:>7.1f}")
+        for key, e in ps.get("ratios", {}).items():
+            print(f"  {problem} {key}: mfbo median {e['mfbo_median']:.3g} FFE; mfbo/best baseline "
+                  f"{_fmt_ratio(e.get('vs_best_baseline'))}; mfbo/random {_fmt_ratio(e.get('vs_random'))}")
+    print(f"wrote {out / 'results.json'} and {', '.join(p.name for p in out.glob('*.png'))}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

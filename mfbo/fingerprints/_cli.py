@@ -1,0 +1,100 @@
+"""``mfbo fingerprint INPUT --params PARAMS.json --out OUT.npz``."""
+
+from __future__ import annotations
+
+import argparse
+
+__all__ = ["register"]
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "fingerprint",
+        help="compute GMP fingerprints of structures (AMPTorch-compatible)",
+        description=(
+            "Compute GMP fingerprints for every image of an ASE-readable file and write one "
+            "float64 array (n_atoms x n_features, AMPTorch column order) per image under keys "
+            "'0', '1', ... of an .npz file. With --derivatives also '<k>__pair_i', '<k>__pair_j' "
+            "and '<k>__dfeatures' (the pair-list Jacobian, feature units per Å)."
+        ),
+    )
+    p.add_argument("input", metavar="INPUT", help="structures in any ASE-readable format")
+    p.add_argument(
+        "--params",
+        required=True,
+        metavar="PARAMS.json",
+        help="JSON with 'fp_scheme' and AMPTorch fp_params keys (MCSHs, cutoff, ...) at top level",
+    )
+    p.add_argument("--out", required=True, metavar="OUT.npz", help="output .npz file")
+    p.add_argument("--index", default=":", help="ASE index of the images to read (default: all)")
+    p.add_argument("--derivatives", action="store_true", help="also write the fingerprint Jacobian")
+    p.add_argument("--cache-dir", default=None, help="fingerprint cache directory (default: no cache)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
+    p.set_defaults(func=_handler)
+
+
+def _handler(args: argparse.Namespace) -> int:
+    import json
+    import sys
+    from pathlib import Path
+
+    from mfbo.errors import DataError, FingerprintError
+
+    try:
+        with open(args.params, encoding="utf-8") as fh:
+            spec = json.load(fh)
+    except OSError as exc:
+        raise FingerprintError(f"cannot read --params file {args.params}: {exc.strerror or exc}") from None
+    except json.JSONDecodeError as exc:
+        raise FingerprintError(f"{args.params}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(spec, dict):
+        raise FingerprintError(f"{args.params}: expected a JSON object with fp_scheme and fp_params keys")
+
+    from mfbo.fingerprints import FingerprintCache, GMPParams, featurize_many
+    from mfbo.fingerprints._cache import atomic_savez
+
+    try:
+        params = GMPParams.from_fp_params(spec, spec.get("fp_scheme", "gmp"))
+    except FingerprintError as exc:
+        raise type(exc)(f"{args.params}: {exc}") from None
+
+    from ase.io import read
+
+    if not Path(args.input).is_file():
+        raise DataError(f"input file {args.input} does not exist")
+    try:
+        images = read(args.input, index=args.index)
+    except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"
+        raise DataError(f"cannot read structures from {args.input}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(images, list):
+        images = [images]
+    if not images:
+        raise DataError(f"{args.input} holds no structure (index {args.index!r})")
+
+    if args.cache_dir:
+        fps = FingerprintCache(args.cache_dir, device=args.device).featurize_many(
+            images, params, derivatives=args.derivatives, progress=True
+        )
+    else:
+        fps = featurize_many(images, params, derivatives=args.derivatives, progress=True, device=args.device)
+
+    arrays = {}
+    for k, fp in enumerate(fps):
+        arrays[str(k)] = fp.features
+        if args.derivatives:
+            arrays[f"{k}__pair_i"] = fp.pair_i
+            arrays[f"{k}__pair_j"] = fp.pair_j
+            arrays[f"{k}__dfeatures"] = fp.dfeatures
+    out = Path(args.out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_savez(out, **arrays)
+    except OSError as exc:
+        raise DataError(f"cannot write {out}: {exc.strerror or exc}") from None
+    n_atoms = sum(fp.n_atoms for fp in fps)
+    print(
+        f"wrote {out}: {len(fps)} images, {n_atoms} atoms, {params.n_features} features "
+        f"({params.fp_scheme}, cutoff {params.cutoff:g} Å)",
+        file=sys.stderr,
+    )
+    return 0

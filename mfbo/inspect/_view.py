@@ -1,0 +1,694 @@
+"""``SurrogateView``: what a fitted multi-fidelity surrogate believes, as numbers and figures.
+
+Built from ``(space, trials, surrogate[, prior])`` only, so it serves a running study, a
+finished one and a bare :class:`mfbo.optimize.MultiFidelityOptimizer` alike. Figures are
+matplotlib ``Figure`` objects made without pyplot (Agg canvas), safe in notebooks, scripts
+and threads.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mfbo.errors import MfboError
+from mfbo.inspect import _analysis as A
+from mfbo.inspect._model import ModelAccess
+from mfbo.optimize import SearchSpace
+
+__all__ = ["SurrogateView", "InspectError"]
+
+
+class InspectError(MfboError):
+    """A study or surrogate cannot be inspected (the message says what is missing)."""
+
+
+def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.2)):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(size[0] * ncols, size[1] * nrows), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(nrows, ncols, squeeze=False)
+    return fig, axes
+
+
+def _log(ax, axis: str = "y") -> None:
+    """Log scale with plain tick labels (0.2, 1e-05): avoids mathtext, whose parser is slow to start."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    target = ax.yaxis if axis == "y" else ax.xaxis
+
+    def minor(v, _pos):
+        # Label minor ticks only when few decades are shown (otherwise they crowd).
+        lo, hi = sorted(target.get_view_interval())
+        return f"{v:.3g}" if lo > 0 and np.log10(hi / lo) < 1.3 else ""
+
+    (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+    target.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    target.set_minor_formatter(FuncFormatter(minor))
+
+
+def _plain_colorbar(cb) -> None:
+    """Plain tick labels on a (log) colour bar, as for :func:`_log`."""
+    from matplotlib.ticker import FuncFormatter
+
+    cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
+    cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}" if str(f"{v:.3g}")[0] in "25" else ""))
+
+
+def _note(ax, text: str) -> None:
+    ax.text(0.5, 0.5, text, ha="center", va="center", transform=ax.transAxes, wrap=True, fontsize=10,
+            color="0.35")
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
+class SurrogateView:
+    """Inspect a fitted multi-fidelity surrogate.
+
+    Args:
+        space: the study's :class:`~mfbo.optimize.SearchSpace` (or its plain-dict form).
+        trials: every trial so far (:class:`~mfbo.optimize.Trial` objects or their dict records).
+        surrogate: object with ``predict(configs, data_fraction, epochs) -> (mean, sd)`` (objective
+            units), e.g. ``MultiFidelityOptimizer.surrogate()``; a fitted BoTorch model reachable as
+            ``surrogate.model`` adds leave-one-out, lengthscales and joint samples.
+        prior: optional :class:`mfbo.priors.Prior` (anything with ``log_prob(configs)``).
+        objective_name: label of the objective for axes, e.g. "validation energy MAE (eV/atom)".
+        seed: seed of every random choice (Sobol sequences, posterior samples).
+        experiment: optional Ax ``Experiment`` recording the trials (``MultiFidelityOptimizer.experiment``);
+            when given, the trials table comes from Ax's ``Summary`` analysis.
+    """
+
+    def __init__(self, space: SearchSpace | Mapping, trials: Sequence[Any], surrogate: Any, prior: Any = None,
+                 *, objective_name: str = "objective", seed: int = 0, experiment: Any = None):
+        self.space = SearchSpace.from_dict(space)
+        self.trials = [A.as_trial(t, i) for i, t in enumerate(trials)]
+        if surrogate is None or not callable(getattr(surrogate, "predict", None)):
+            raise InspectError("the surrogate must have predict(configs, data_fraction, epochs) -> (mean, sd); "
+                               "fit one first (a study needs at least one completed trial)")
+        self.surrogate = surrogate
+        self.prior = prior
+        self.objective_name = objective_name
+        self.seed = int(seed)
+        self.experiment = experiment
+        self.done = A.completed(self.trials)
+        if not self.done:
+            raise InspectError("no completed trial to inspect yet; wait for the first trial to finish")
+        self.target = A.target_fidelity(self.space)
+        self._model = ModelAccess(self.space, surrogate)
+
+    # -- predictions -------------------------------------------------------------------
+    def predict(self, params: Mapping | Sequence[Mapping], fidelity: Mapping | None = None):
+        """Posterior mean and sd of the objective.
+
+        Args:
+            params: one design configuration or a list of them (natural units).
+            fidelity: e.g. ``{"data_fraction": 0.25, "epochs": 10}`` or ``(0.25, 10)``; missing
+                entries (or None) mean target fidelity.
+
+        Returns:
+            ``(mean, sd)``: floats for one configuration, ``(n,)`` arrays for a list (objective units).
+        """
+        single = isinstance(params, Mapping)
+        configs = [dict(params)] if single else [dict(p) for p in params]
+        configs = [self.space.validate(c) for c in configs]
+        if fidelity is not None and not isinstance(fidelity, Mapping):
+            fidelity = dict(zip(("data_fraction", "epochs"), fidelity))  # (data_fraction, epochs)
+        fidelity = dict(fidelity or {})
+        df, ep = self.target
+        if self.space.data_fidelity is not None:
+            df = float(fidelity.get(self.space.data_fidelity.name, fidelity.get("data_fraction", df)))
+        if self.space.iteration_fidelity is not None:
+            ep = int(fidelity.get(self.space.iteration_fidelity.name, fidelity.get("epochs", ep)))
+        mean, sd = self._predict(configs, df, ep)
+        return (float(mean[0]), float(sd[0])) if single else (mean, sd)
+
+    def _predict(self, configs, data_fraction, epochs, chunk: int = 256):
+        # Chunks: a GP posterior over m points builds an m x m test covariance; 256 keeps that cheap.
+        configs = list(configs)
+        means, sds = [], []
+        for i in range(0, max(len(configs), 1), chunk):
+            mean, sd = self.surrogate.predict(configs[i: i + chunk], data_fraction, epochs)
+            means.append(np.asarray(mean, dtype=float).ravel())
+            sds.append(np.asarray(sd, dtype=float).ravel())
+        return np.concatenate(means), np.concatenate(sds)
+
+    # -- numbers -----------------------------------------------------------------------
+    @functools.cached_property
+    def incumbent(self) -> dict:
+        """The evaluated configuration with the lowest posterior mean at target fidelity."""
+        seen, configs = set(), []
+        for t in self.done:
+            k = A.config_key(self.space, t.params)
+            if k not in seen:
+                seen.add(k)
+                configs.append(t.params)
+        mean, _ = self._predict(configs, *self.target)
+        return dict(configs[int(np.argmin(mean))])
+
+    def importance(self, n_samples: int = 1024) -> dict[str, dict[str, float]]:
+        """Hyperparameter importance at target fidelity.
+
+        Returns:
+            ``{"sobol_first": {name: S_i}, "sobol_total": {name: S_Ti}, "inverse_lengthscale": {...}}``;
+            Sobol indices of the surrogate mean (Saltelli/Jansen estimators), inverse ARD lengthscales of the
+            GP's design kernel in unit-cube coordinates (empty when the surrogate has no GP).
+        """
+        return dict(self._importance(n_samples))
+
+    @functools.lru_cache(maxsize=4)  # noqa: B019 - one view per study, few calls
+    def _importance(self, n_samples: int) -> tuple:
+        s = A.sobol_indices(self.space, self._predict, n_samples=n_samples, seed=self.seed)
+        inv = None
+        own = getattr(self.surrogate, "inverse_lengthscales", None)
+        if callable(own):
+            try:
+                inv = dict(own())
+            except Exception:  # noqa: BLE001 - fall back to reading the kernel ourselves
+                inv = None
+        if not inv:
+            inv = self._model.inverse_lengthscales() or {}
+        return (("sobol_first", s["first"]), ("sobol_total", s["total"]), ("inverse_lengthscale", inv))
+
+    def fidelity_hyperparameters(self) -> dict[str, float]:
+        own = getattr(self.surrogate, "fidelity_hyperparameters", None)
+        try:
+            return dict(own()) if callable(own) else {}
+        except Exception:  # noqa: BLE001 - optional extra
+            return {}
+
+    @functools.cached_property
+    def _loo(self) -> dict | None:
+        return self._model.loo()
+
+    def loo(self) -> dict:
+        """Leave-one-configuration-out cross-validation of the surrogate (see ``ModelAccess.loo``).
+
+        Returns:
+            ``{"available", "reason", "n", "coverage_95", "rmse", "mean_abs_z", "points": [...]}``;
+            coverage is the fraction of held-out observations inside their nominal 95% interval.
+        """
+        r = self._loo
+        if r is None:
+            return {"available": False, "reason": self._model.reason or "fewer than two configurations",
+                    "n": 0, "coverage_95": None, "rmse": None, "points": []}
+        obs, pred = r["observed"], r["predicted"]
+        pts = [
+            {"observed": float(o), "predicted": float(p), "lower": float(lo), "upper": float(hi),
+             "z": A.finite_or_none(z), "covered": bool(c), "data_fraction": A.finite_or_none(df),
+             "epochs": A.finite_or_none(ep)}
+            for o, p, lo, hi, z, c, df, ep in zip(obs, pred, r["lower"], r["upper"], r["z"], r["covered"],
+                                                  r["data_fraction"], r["epochs"])
+        ]
+        return {"available": True, "reason": None, "n": len(pts),
+                "coverage_95": float(np.mean(r["covered"])),
+                "rmse": float(np.sqrt(np.mean((obs - pred) ** 2))),
+                "mean_abs_z": float(np.mean(np.abs(r["z"]))),
+                "points": pts}
+
+    @functools.cached_property
+    def _trust(self) -> list[dict]:
+        return A.fidelity_trust(self.space, self.trials, self._predict)
+
+    def fidelity_trust(self) -> list[dict]:
+        """Spearman/Kendall rank correlation of each observed fidelity level with target (see ``_analysis``)."""
+        return [dict(r) for r in self._trust]
+
+    @functools.cached_property
+    def _prior_post(self) -> dict:
+        sampler = None
+        if self._model.available:
+            def sampler(configs, n, seed):
+                return self._model.sample(configs, *self.target, n_samples=n, seed=seed)
+        return A.prior_posterior(self.space, self.prior, self._predict, sampler=sampler, seed=self.seed)
+
+    def prior_posterior(self) -> dict:
+        """Prior vs posterior belief about the optimum's location per hyperparameter with a prior."""
+        return self._prior_post
+
+    def summary(self) -> dict:
+        """Counts, cost and the incumbent with its prediction at target fidelity."""
+        prog = A.progress(self.space, self.trials)
+        inc = self.incumbent
+        m, s = self.predict(inc)
+        status = {}
+        for t in self.trials:
+            status[t.status] = status.get(t.status, 0) + 1
+        best_t = prog.best_at_target[-1] if len(prog.best_at_target) else np.nan
+        return {
+            "n_trials": len(self.trials), "status": status,
+            "cost_seconds": float(prog.cumulative_cost[-1]) if len(prog.cumulative_cost) else 0.0,
+            "cost_ffe": float(np.sum(prog.fidelity)),
+            "target_fidelity": self._target_dict(),
+            "incumbent": inc, "incumbent_mean": m, "incumbent_sd": s,
+            "best_observed_at_target": A.finite_or_none(best_t),
+            "n_at_target": int(np.sum(prog.at_target)),
+            "model": {"botorch_model": type(self._model.model).__name__ if self._model.model is not None else None,
+                      "link": self._model.link, "note": self._model.reason},
+            "fidelity_hyperparameters": self.fidelity_hyperparameters(),
+        }
+
+    def _target_dict(self) -> dict:
+        return self.space.target_fidelities()
+
+    def trials_table(self) -> dict:
+        """One row per trial: Ax's ``Summary`` analysis of the experiment when there is one, else from the trials.
+
+        Returns:
+            ``{"source": "ax.analysis.Summary" | "mfbo", "columns": [...], "rows": [[...], ...]}``.
+        """
+        if self.experiment is not None:
+            try:
+                from ax.analysis.summary import Summary
+
+                df = Summary().compute(experiment=self.experiment).df
+                rows = [[None if (isinstance(v, float) and not np.isfinite(v)) else
+                         (v.item() if hasattr(v, "item") else v) for v in r]
+                        for r in df.itertuples(index=False)]
+                return {"source": "ax.analysis.Summary", "columns": [str(c) for c in df.columns], "rows": rows}
+            except Exception:  # noqa: BLE001 - an Ax version without it must not break the report
+                pass
+        names = [p.name for p in self.space.design_parameters]
+        fids = [p.name for p in self.space.fidelity_parameters]
+        rows = []
+        for t in self.trials:
+            fv = {self.space.data_fidelity.name: t.data_fraction} if self.space.data_fidelity else {}
+            if self.space.iteration_fidelity:
+                fv[self.space.iteration_fidelity.name] = t.epochs
+            rows.append([t.index, t.status, t.final_value, *[t.params.get(n) for n in names],
+                         *[fv.get(n) for n in fids], t.cost])
+        return {"source": "mfbo", "columns": ["trial_index", "status", "objective", *names, *fids, "cost_s"],
+                "rows": rows}
+
+    def to_dict(self) -> dict:
+        """Every number of the report (JSON-able)."""
+        return {
+            "trials": self.trials_table(),
+            "summary": self.summary(),
+            "importance": self.importance(),
+            "loo": self.loo(),
+            "fidelity_trust": self.fidelity_trust(),
+            "prior_posterior": self.prior_posterior(),
+        }
+
+    # -- helpers for figures -----------------------------------------------------------
+    def _ylabel(self) -> str:
+        return self.objective_name
+
+    def _fid_label(self) -> str:
+        return "fidelity (× size of a target run)"
+
+    def _fid_norm(self):
+        """Log colour scale for trial fidelities: multi-fidelity studies span decades below target."""
+        from matplotlib.colors import LogNorm
+
+        f = [A.cost_fraction(self.space, t) for t in self.trials]
+        f = [v for v in f if v > 0]
+        lo = min(min(f) if f else 0.1, 0.5)
+        return LogNorm(vmin=max(lo, 1e-4), vmax=max(1.0, max(f) if f else 1.0))
+
+    def _positive(self) -> bool:
+        return all(v > 0 for t in self.done for v in t.curve if np.isfinite(v))
+
+    def _others(self, k: int = 3) -> list[dict]:
+        """Up to k more evaluated configurations with the best observed values, distinct from the incumbent."""
+        inc_key = A.config_key(self.space, self.incumbent)
+        ranked = sorted(self.done, key=lambda t: t.curve[-1])
+        out, seen = [], {inc_key}
+        for t in ranked:
+            kk = A.config_key(self.space, t.params)
+            if kk not in seen:
+                seen.add(kk)
+                out.append(t.params)
+            if len(out) >= k:
+                break
+        return out
+
+    def _grid(self, p, n: int = 60):
+        if p.type == "categorical":
+            return list(p.choices)
+        v = p.from_unit(np.linspace(0, 1, n))
+        return [int(x) for x in np.unique(v)] if p.is_integer else [float(x) for x in v]
+
+    def _axis_label(self, p) -> str:
+        units = {"sigma_min": "Å", "sigma_max": "Å", "cutoff": "Å"}
+        u = units.get(p.name)
+        return f"{p.name} ({u})" if u else p.name
+
+    # -- figures -----------------------------------------------------------------------
+    def plot_progress(self):
+        """Best-so-far objective against cumulative cost, trials coloured by fidelity."""
+        prog = A.progress(self.space, self.trials)
+        fig, axes = _figure(size=(7.5, 4.5))
+        ax = axes[0, 0]
+        x = prog.cumulative_cost
+        ok = np.isfinite(prog.final_values)
+        sc = ax.scatter(x[ok], prog.final_values[ok], c=prog.fidelity[ok], cmap="viridis", norm=self._fid_norm(),
+                        s=28, edgecolor="k", linewidth=0.3, label="trial (final value at its fidelity)", zorder=3)
+        _plain_colorbar(fig.colorbar(sc, ax=ax, label=self._fid_label()))
+        ax.step(x, prog.best_any, where="post", color="0.5", ls="--", label="best so far, any fidelity")
+        if np.any(np.isfinite(prog.best_at_target)):
+            ax.step(x, prog.best_at_target, where="post", color="C3", lw=2, label="best so far at target fidelity")
+        failed = np.array([t.status in ("failed", "abandoned") for t in self.trials])
+        if failed.any():
+            ax.scatter(x[failed], np.full(failed.sum(), np.nanmin(prog.final_values)), marker="x", color="C3",
+                       label="failed / abandoned trial (drawn at the lowest value)", zorder=4)
+        if self._positive():
+            _log(ax, "y")
+        ax.set_xlabel("cumulative cost (s)")
+        ax.set_ylabel(self._ylabel())
+        ax.set_title("Best so far against cumulative cost")
+        ax.legend(fontsize=8, loc="best", framealpha=0.85)
+        ax.grid(alpha=0.3)
+        return fig
+
+    def plot_learning_curves(self):
+        """Every trial's learning curve, coloured by data fraction."""
+        import matplotlib as mpl
+
+        fig, axes = _figure(size=(7.5, 4.5))
+        ax = axes[0, 0]
+        cmap = mpl.colormaps["plasma"]
+        dfp = self.space.data_fidelity
+        lo, hi = (dfp.low, dfp.high) if dfp is not None else (0.0, 1.0)
+        norm = mpl.colors.Normalize(vmin=lo, vmax=hi)
+        for t in self.done:
+            e = np.arange(1, len(t.curve) + 1)
+            ax.plot(e, t.curve, color=cmap(norm(t.data_fraction)), lw=1, alpha=0.8,
+                    marker="." if len(e) < 3 else None)
+        fig.colorbar(mpl.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, label="data fraction")
+        if self._positive():
+            _log(ax, "y")
+        if self.space.iteration_fidelity is not None:
+            ax.axvline(self.target[1], color="0.4", ls=":", lw=1, label=f"target epochs = {self.target[1]}")
+            ax.legend(fontsize=8)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(self._ylabel())
+        ax.set_title(f"Learning curves of {len(self.done)} completed trials")
+        ax.grid(alpha=0.3)
+        return fig
+
+    def plot_slices(self):
+        """Posterior mean +- 2 sd at target fidelity along each hyperparameter through the incumbent."""
+        params = self.space.design_parameters
+        ncols = min(3, len(params))
+        nrows = -(-len(params) // ncols)
+        fig, axes = _figure(nrows, ncols, size=(4.3, 3.4))
+        inc = self.incumbent
+        for ax, p in zip(axes.flat, params):
+            grid = self._grid(p)
+            cfgs = [{**inc, p.name: v} for v in grid]
+            m, s = self._predict(cfgs, *self.target)
+            obs_x = [t.params[p.name] for t in self.done]
+            obs_y = [t.curve[-1] for t in self.done]
+            fid = [A.cost_fraction(self.space, t) for t in self.done]
+            if p.type == "categorical":
+                xs = np.arange(len(grid))
+                ax.errorbar(xs, m, yerr=2 * s, fmt="o", color="C0", capsize=4, label="mean ± 2 sd")
+                ox = [list(p.choices).index(v) + 0.15 for v in obs_x]
+                ax.set_xticks(xs, [str(c) for c in grid])
+            else:
+                ax.plot(grid, m, color="C0", label="posterior mean")
+                ax.fill_between(grid, m - 2 * s, m + 2 * s, color="C0", alpha=0.2, label="± 2 sd")
+                ox = obs_x
+                ax.axvline(inc[p.name], color="C3", ls=":", lw=1, label="incumbent")
+                if p.log:
+                    _log(ax, "x")
+            sc = ax.scatter(ox, obs_y, c=fid, cmap="viridis", norm=self._fid_norm(), s=14, edgecolor="k",
+                            linewidth=0.3, zorder=3, label="observed (colour: fidelity)")
+            ax.set_xlabel(self._axis_label(p))
+            ax.set_ylabel(self._ylabel())
+            ax.set_title(f"{p.name}", fontsize=10)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(params):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=7)
+        _plain_colorbar(fig.colorbar(sc, ax=axes[:, -1].tolist(), label=self._fid_label(), shrink=0.8))
+        fig.suptitle("Posterior at target fidelity along each hyperparameter through the incumbent")
+        return fig
+
+    def top_two(self) -> list[str]:
+        """Names of the two most influential numeric hyperparameters (total Sobol index)."""
+        total = self.importance()["sobol_total"]
+        numeric = [p.name for p in self.space.design_parameters if p.type != "categorical"]
+        return sorted(numeric, key=lambda n: -total.get(n, 0.0))[:2]
+
+    def plot_contour(self):
+        """2-D posterior mean and sd at target fidelity over the two most influential hyperparameters."""
+        names = self.top_two()
+        if len(names) < 2:
+            fig, axes = _figure()
+            _note(axes[0, 0], "A contour needs two numeric hyperparameters; this space has fewer.")
+            return fig
+        px, py = self.space[names[0]], self.space[names[1]]
+        n = 36
+        ux, uy = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
+        gx, gy = px.from_unit(ux), py.from_unit(uy)
+        inc = self.incumbent
+        cfgs = [{**inc, px.name: (int(a) if px.is_integer else float(a)), py.name: (int(b) if py.is_integer else float(b))}
+                for a, b in zip(gx.ravel(), gy.ravel())]
+        m, s = self._predict(cfgs, *self.target)
+        fig, axes = _figure(1, 2, size=(5.2, 4.3))
+        for ax, z, title, cmap in ((axes[0, 0], m, "posterior mean", "viridis_r"),
+                                   (axes[0, 1], s, "posterior sd", "magma")):
+            cs = ax.contourf(gx, gy, z.reshape(n, n), levels=20, cmap=cmap)
+            fig.colorbar(cs, ax=ax, label=f"{title} of {self._ylabel()}")
+            ax.scatter([t.params[px.name] for t in self.done], [t.params[py.name] for t in self.done],
+                       c="w", edgecolor="k", s=18, label="evaluated configurations")
+            ax.scatter([inc[px.name]], [inc[py.name]], marker="*", s=160, c="C3", edgecolor="k", label="incumbent")
+            ax.set_xlabel(self._axis_label(px))
+            ax.set_ylabel(self._axis_label(py))
+            if px.log:
+                _log(ax, "x")
+            if py.log:
+                _log(ax, "y")
+            ax.set_title(title)
+        axes[0, 0].legend(fontsize=7, loc="upper right")
+        fig.suptitle(f"Target fidelity, other hyperparameters at the incumbent ({names[0]} × {names[1]})")
+        return fig
+
+    def plot_fidelity_response(self):
+        """Predicted objective against epochs and against data fraction, observed traces overlaid."""
+        sp = self.space
+        panels = [k for k, p in (("epochs", sp.iteration_fidelity), ("data", sp.data_fidelity)) if p is not None]
+        fig, axes = _figure(1, len(panels), size=(6.0, 4.4))
+        configs = [self.incumbent] + self._others(3)
+        labels = ["incumbent"] + [f"config {i + 1}" for i in range(len(configs) - 1)]
+        df_t, ep_t = self.target
+        # One surrogate call per fidelity value, all configurations at once.
+        ep_grid = df_grid = None
+        if sp.iteration_fidelity is not None:
+            p = sp.iteration_fidelity
+            ep_grid = np.unique(np.round(np.geomspace(p.low, p.high, 40)).astype(int))
+            ep_pred = [self._predict(configs, df_t, int(e)) for e in ep_grid]
+            ep_m = np.array([a[0] for a in ep_pred])  # (n_grid, n_configs)
+            ep_s = np.array([a[1] for a in ep_pred])
+        if sp.data_fidelity is not None:
+            p = sp.data_fidelity
+            df_grid = np.linspace(p.low, p.high, 30)
+            df_pred = [self._predict(configs, float(f), ep_t) for f in df_grid]
+            df_m = np.array([a[0] for a in df_pred])
+            df_s = np.array([a[1] for a in df_pred])
+        for ax, kind in zip(axes.flat, panels):
+            for i, (cfg, lab) in enumerate(zip(configs, labels)):
+                col = f"C{i}"
+                key = A.config_key(sp, cfg)
+                mine = [t for t in self.done if A.config_key(sp, t.params) == key]
+                if kind == "epochs":
+                    m, s = ep_m[:, i], ep_s[:, i]
+                    ax.plot(ep_grid, m, color=col, label=f"{lab}: predicted at data fraction {df_t:g}")
+                    ax.fill_between(ep_grid, m - 2 * s, m + 2 * s, color=col, alpha=0.12)
+                    for t in mine:
+                        same = abs(t.data_fraction - df_t) < 1e-9
+                        ax.plot(np.arange(1, len(t.curve) + 1), t.curve, color=col, ls="-" if same else "--",
+                                marker="o", ms=2.5, lw=0.9, alpha=0.9)
+                    ax.set_xlabel("epochs")
+                    ax.set_title("Response to epochs (target data fraction)")
+                else:
+                    m, s = df_m[:, i], df_s[:, i]
+                    ax.plot(df_grid, m, color=col, label=f"{lab}: predicted at {ep_t} epochs")
+                    ax.fill_between(df_grid, m - 2 * s, m + 2 * s, color=col, alpha=0.12)
+                    for t in mine:
+                        full = len(t.curve) >= ep_t
+                        ax.scatter([t.data_fraction], [t.curve[min(len(t.curve), ep_t) - 1]], color=col,
+                                   marker="o" if full else "^", s=30, edgecolor="k", linewidth=0.4, zorder=3)
+                    ax.set_xlabel("data fraction (of the training set)")
+                    ax.set_title(f"Response to data fraction ({ep_t} epochs)")
+            if self._positive():
+                _log(ax, "y")
+            ax.set_ylabel(self._ylabel())
+            ax.grid(alpha=0.3)
+        axes.flat[0].legend(fontsize=7)
+        fig.suptitle("Fidelity response: lines = surrogate ± 2 sd; markers = observed "
+                     "(solid/circles: target fidelity, dashed/triangles: lower)", fontsize=10)
+        return fig
+
+    def plot_loo(self):
+        """Leave-one-configuration-out predicted vs observed with 95% intervals."""
+        fig, axes = _figure(size=(5.8, 5.2))
+        ax = axes[0, 0]
+        r = self.loo()
+        if not r["available"]:
+            _note(ax, f"Leave-one-out not available: {r['reason']}")
+            return fig
+        pts = r["points"]
+        obs = np.array([q["observed"] for q in pts])
+        pred = np.array([q["predicted"] for q in pts])
+        lo = np.array([q["lower"] for q in pts])
+        hi = np.array([q["upper"] for q in pts])
+        cov = np.array([q["covered"] for q in pts])
+        for mask, colr, lab in ((cov, "C0", "inside 95% interval"), (~cov, "C3", "outside 95% interval")):
+            if mask.any():
+                ax.errorbar(obs[mask], pred[mask], yerr=[pred[mask] - lo[mask], hi[mask] - pred[mask]], fmt="o",
+                            color=colr, ms=4, capsize=2, lw=0.8, label=lab)
+        allv = np.concatenate([obs, lo, hi])
+        allv = allv[np.isfinite(allv)]
+        a, b = allv.min(), allv.max()
+        ax.plot([a, b], [a, b], color="0.3", ls="--", lw=1, label="y = x")
+        if self._positive() and a > 0:
+            _log(ax, "x")
+            _log(ax, "y")
+        ax.set_xlabel(f"observed {self._ylabel()}")
+        ax.set_ylabel(f"predicted (held out) {self._ylabel()}")
+        ax.set_title(f"Leave-one-configuration-out cross-validation\n"
+                     f"coverage of nominal 95% intervals = {r['coverage_95']:.0%} (n = {r['n']})", fontsize=10)
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3)
+        return fig
+
+    def plot_importance(self):
+        """Sobol indices (first-order, total) and inverse lengthscales per hyperparameter."""
+        imp = self.importance()
+        names = [p.name for p in self.space.design_parameters]
+        fig, axes = _figure(1, 2, size=(5.4, 0.9 + 0.45 * len(names) + 1.5))
+        y = np.arange(len(names))
+        ax = axes[0, 0]
+        ax.barh(y - 0.2, [imp["sobol_first"][n] for n in names], height=0.4, label="first order")
+        ax.barh(y + 0.2, [imp["sobol_total"][n] for n in names], height=0.4, label="total (with interactions)")
+        ax.set_yticks(y, names)
+        ax.invert_yaxis()
+        ax.set_xlim(0, 1)
+        ax.set_xlabel("Sobol index (fraction of variance of the surrogate mean)")
+        ax.set_ylabel("hyperparameter")
+        ax.set_title("Sobol indices at target fidelity")
+        ax.legend(fontsize=8)
+        ax.grid(alpha=0.3, axis="x")
+        ax = axes[0, 1]
+        inv = imp["inverse_lengthscale"]
+        if inv:
+            ax.barh(y, [inv.get(n, 0.0) for n in names], color="C2")
+            ax.set_yticks(y, names)
+            ax.invert_yaxis()
+            ax.set_xlabel("inverse lengthscale (1 / unit-cube length)")
+            ax.set_ylabel("hyperparameter")
+            ax.set_title("GP inverse ARD lengthscales")
+            ax.grid(alpha=0.3, axis="x")
+        else:
+            _note(ax, "The surrogate exposes no ARD lengthscales.")
+        return fig
+
+    def plot_prior_posterior(self):
+        """Prior vs posterior (argmin of posterior samples) for each hyperparameter with a prior."""
+        pp = self.prior_posterior()["parameters"]
+        if not pp:
+            fig, axes = _figure(size=(6.0, 2.5))
+            _note(axes[0, 0], "No hyperparameter has a prior in this study." if self.prior is None
+                  else "The prior is flat in every hyperparameter.")
+            return fig
+        names = list(pp)
+        ncols = min(3, len(names))
+        nrows = -(-len(names) // ncols)
+        fig, axes = _figure(nrows, ncols, size=(4.3, 3.3))
+        for ax, n in zip(axes.flat, names):
+            pr, po = pp[n]["prior"], pp[n]["posterior"]
+            p = self.space[n]
+            if pr["kind"] in ("categorical", "integer"):
+                xs = np.arange(len(pr["prob"]))
+                lab = pr.get("choices") or pr.get("values")
+                ax.bar(xs - 0.2, pr["prob"], width=0.4, label="prior", color="0.6")
+                ax.bar(xs + 0.2, po["prob"], width=0.4, label="posterior", color="C0")
+                ax.set_xticks(xs, [str(v) for v in lab], rotation=45 if len(lab) > 6 else 0)
+                ax.set_ylabel("probability")
+            else:
+                edges = np.asarray(pr["edges"])
+                ax.stairs(pr["prob"], edges, fill=True, alpha=0.35, color="0.5", label="prior")
+                ax.stairs(po["prob"], edges, lw=2, color="C0", label="posterior (argmin of samples)")
+                if p.log:
+                    _log(ax, "x")
+                ax.set_ylabel("probability per bin")
+            ax.set_xlabel(self._axis_label(p))
+            ax.set_title(n, fontsize=10)
+            ax.grid(alpha=0.3)
+        for ax in list(axes.flat)[len(names):]:
+            ax.set_visible(False)
+        axes.flat[0].legend(fontsize=7)
+        how = "joint posterior samples" if self.prior_posterior()["joint"] else "independent marginal samples"
+        fig.suptitle(f"Where is the optimum? Prior belief vs surrogate posterior ({how})", fontsize=10)
+        return fig
+
+    def plot_fidelity_trust(self):
+        """Rank correlation of each observed fidelity level with target fidelity."""
+        rows = self.fidelity_trust()
+        fig, axes = _figure(1, 2, size=(5.4, 4.2))
+        if not rows:
+            _note(axes[0, 0], "No configuration was observed at a lower fidelity yet.")
+            axes[0, 1].set_visible(False)
+            return fig
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r["data_fraction"]), []).append(r)
+        for ax, (key, title) in zip(axes.flat, (("", "observed target runs"),
+                                                ("_vs_surrogate", "surrogate mean at target"))):
+            any_val = False
+            for i, (dfr, rs) in enumerate(sorted(groups.items())):
+                lab = f"data fraction {dfr[0]:.3g}" if dfr[0] == dfr[1] else f"data fraction {dfr[0]:.3g}–{dfr[1]:.3g}"
+                ep = [r["epochs"] for r in rs]
+                for stat, mk, ls in (("spearman", "o", "-"), ("kendall", "s", "--")):
+                    v = [r.get(stat + key) for r in rs]
+                    v = [np.nan if x is None else x for x in v]
+                    if np.all(np.isnan(v)):
+                        continue
+                    any_val = True
+                    ax.plot(ep, v, marker=mk, ls=ls, color=f"C{i}", label=f"{stat} — {lab}")
+                if key == "":
+                    for r in rs:
+                        if r["spearman"] is not None:
+                            ax.annotate(f"n={r['n']}", (r["epochs"], r["spearman"]), fontsize=6,
+                                        textcoords="offset points", xytext=(2, 4))
+            if not any_val:
+                _note(ax, "Too few configurations seen at both this level and the reference\n"
+                          "(needs 3 with distinct values).")
+                continue
+            ax.axhline(0, color="0.4", lw=0.8)
+            ax.set_ylim(-1.05, 1.05)
+            if self.space.iteration_fidelity is not None:
+                _log(ax, "x")
+            ax.set_xlabel("epochs at the lower fidelity")
+            ax.set_ylabel("rank correlation with target")
+            ax.set_title(f"vs {title}", fontsize=10)
+            ax.legend(fontsize=6)
+            ax.grid(alpha=0.3)
+        fig.suptitle("Fidelity trust: did cheap runs rank configurations like target-fidelity runs?", fontsize=10)
+        return fig
+
+    #: section id -> (title, figure method, description) in report order.
+    SECTIONS = (
+        ("progress", "Best so far against cost", "plot_progress"),
+        ("learning_curves", "Learning curves", "plot_learning_curves"),
+        ("slices", "Posterior slices through the incumbent", "plot_slices"),
+        ("contour", "Contour of the two most influential hyperparameters", "plot_contour"),
+        ("fidelity_response", "Fidelity response", "plot_fidelity_response"),
+        ("loo", "Leave-one-out cross-validation", "plot_loo"),
+        ("importance", "Hyperparameter importance", "plot_importance"),
+        ("prior_posterior", "Prior vs posterior", "plot_prior_posterior"),
+        ("fidelity_trust", "Fidelity trust", "plot_fidelity_trust"),
+    )
+
+    def figures(self) -> dict:
+        """Every figure of the report, ``{section id: Figure}``."""
+        return {sid: getattr(self, meth)() for sid, _, meth in self.SECTIONS}

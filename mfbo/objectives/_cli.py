@@ -1,0 +1,47 @@
+"""``mfbo export``: the best configuration of a study as an AMPTorch or built-in trainer config."""
+
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "export",
+        help="write a study's best configuration as an AMPTorch or mfbo trainer config",
+        description=(
+            "Write the best configuration of STUDY_DIR (from its best.json) as an AMPTorch "
+            "AtomsTrainer config (amptorch_config.py defining `config`, and amptorch_config.json) "
+            "or as the built-in trainer's config (mfbo_config.json)."
+        ),
+    )
+    parser.add_argument("study_dir", metavar="STUDY_DIR", help="study output directory holding best.json")
+    parser.add_argument("--format", choices=("amptorch", "mfbo"), default="amptorch", help="config format (default: amptorch)")
+    parser.add_argument("--out", metavar="DIR", default=None, help="output directory (default: STUDY_DIR/export)")
+    parser.add_argument("--raw-data", metavar="PATH", default=None,
+                        help="training-data path to put in the AMPTorch config (default: the study's)")
+    parser.add_argument("--check", action="store_true",
+                        help="also import AMPTorch and construct AtomsTrainer(config) to check the export")
+    parser.set_defaults(func=_handle)
+
+
+def _handle(args) -> int:
+    from mfbo.objectives._export import export_amptorch, export_mfbo, load_amptorch_config_py
+
+    if args.format == "mfbo":
+        if args.check:
+            from mfbo.errors import ConfigError
+
+            raise ConfigError("--check applies to --format amptorch only")
+        print(export_mfbo(args.study_dir, args.out))
+        return 0
+    if args.check:
+        from mfbo.objectives._amptorch import require_amptorch
+
+        require_amptorch()  # fail before writing anything when AMPTorch is missing
+    py_path, json_path = export_amptorch(args.study_dir, args.out, raw_data=args.raw_data)
+    if args.check:
+        from amptorch.trainer import AtomsTrainer
+
+        AtomsTrainer(load_amptorch_config_py(py_path))
+    print(py_path)
+    print(json_path)
+    return 0

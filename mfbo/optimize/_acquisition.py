@@ -1,0 +1,109 @@
+"""Cost-aware multi-fidelity acquisition: build, optimise, and score a pool of candidate rows.
+
+Two acquisitions, both weighted by the inverse of the learned (deterministic) cost and projected to the
+target fidelity:
+
+- ``"gibbon"`` (default): ``qMultiFidelityLowerBoundMaxValueEntropy`` - GIBBON's lower bound on the
+  information a point carries about the maximum at target fidelity. Cheap and smooth, so it is scored on
+  a large pool of raw points and refined by a few L-BFGS-B restarts. Pending points enter through
+  GIBBON's batch term (``X_pending``).
+- ``"kg"``: ``qMultiFidelityKnowledgeGradient`` (one-shot, fantasies), the classical choice of Wu et al.
+  2019; pending points are fantasised. Several times slower.
+
+The result is a *pool*: rounded candidate rows and their acquisition values, from which the optimiser picks
+after applying the prior weight, the constraints and the duplicate filter (see ``_optimizer.py``).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+import numpy as np
+import torch
+
+from mfbo.optimize._trace import FidelityEncoder
+
+__all__ = ["ACQUISITIONS", "acquisition_pool"]
+
+ACQUISITIONS = ("gibbon", "kg")
+
+
+def _projector(encoder: FidelityEncoder):
+    from botorch.acquisition.utils import project_to_target_fidelity
+
+    return partial(project_to_target_fidelity, target_fidelities=encoder.target_fidelities, d=encoder.dim)
+
+
+def _batched(acq, X: torch.Tensor, chunk: int = 512) -> torch.Tensor:
+    with torch.no_grad():
+        return torch.cat([acq(X[i: i + chunk].unsqueeze(-2)) for i in range(0, len(X), chunk)])
+
+
+def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, raw: np.ndarray,
+                     candidate_set: np.ndarray, X_pending: np.ndarray | None, *, num_restarts: int = 2,
+                     maxiter: int = 25, num_fantasies: int = 16, current_value: float | None = None,
+                     start_weights: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Score and refine candidate rows.
+
+    Args:
+        kind: "gibbon" or "kg".
+        model: fitted multi-fidelity GP (maximisation convention).
+        encoder: input encoder.
+        cost_module: BoTorch deterministic cost model (relative cost, > 0).
+        raw: ``(n_raw, dim)`` rounded raw rows to score (gibbon) / to seed restarts from (kg).
+        candidate_set: ``(m, dim)`` rows discretising the design space for max-value sampling (gibbon).
+        X_pending: ``(p, dim)`` rows of running trials, or None.
+        num_restarts: gradient-based restarts.
+        maxiter: L-BFGS-B iterations per restart.
+        num_fantasies: fantasies (kg).
+        current_value: max posterior mean at target fidelity (kg).
+        start_weights: ``(n_raw,)`` multiplicative weights (prior) used when choosing restart points.
+        seed: torch seed for the acquisition's Monte-Carlo parts.
+    Returns:
+        ``(rows, values)``: ``(k, dim)`` rounded rows and their ``(k,)`` acquisition values.
+    """
+    from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+    from botorch.generation.gen import gen_candidates_scipy
+
+    torch.manual_seed(seed)
+    bounds = torch.as_tensor(encoder.bounds(), dtype=torch.double)
+    utility = InverseCostWeightedUtility(cost_model=cost_module)
+    project = _projector(encoder)
+    Xp = torch.as_tensor(X_pending, dtype=torch.double) if X_pending is not None and len(X_pending) else None
+    traw = torch.as_tensor(raw, dtype=torch.double)
+    if kind == "gibbon":
+        from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy
+
+        acq = qMultiFidelityLowerBoundMaxValueEntropy(
+            model, candidate_set=torch.as_tensor(candidate_set, dtype=torch.double), num_mv_samples=16,
+            cost_aware_utility=utility, project=project, X_pending=Xp,
+        )
+        vals = _batched(acq, traw)
+        score = vals.clone()
+        if start_weights is not None:
+            w = torch.as_tensor(start_weights, dtype=torch.double)
+            score = torch.where(score > 0, score * w, score / w)
+        k = min(num_restarts, len(traw))
+        starts = traw[torch.topk(score, k).indices].unsqueeze(-2)
+        Xopt, _ = gen_candidates_scipy(starts, acq, lower_bounds=bounds[0], upper_bounds=bounds[1],
+                                       options={"maxiter": maxiter})
+        Xr = torch.as_tensor(encoder.round(Xopt.squeeze(-2).detach().numpy()), dtype=torch.double)
+        vals_opt = _batched(acq, Xr)
+        rows = torch.cat([traw, Xr])
+        values = torch.cat([vals, vals_opt])
+        return rows.numpy(), values.numpy()
+    if kind == "kg":
+        from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
+        from botorch.optim import optimize_acqf
+
+        acq = qMultiFidelityKnowledgeGradient(
+            model, num_fantasies=num_fantasies, current_value=torch.tensor(current_value, dtype=torch.double),
+            cost_aware_utility=utility, project=project, X_pending=Xp,
+        )
+        cands, vals = optimize_acqf(acq, bounds=bounds, q=1, num_restarts=num_restarts,
+                                    raw_samples=max(len(raw) // 2, 2 * num_restarts),
+                                    options={"maxiter": maxiter, "batch_limit": num_restarts},
+                                    return_best_only=False)
+        rows = encoder.round(cands.reshape(-1, encoder.dim).detach().numpy())
+        return rows, vals.detach().reshape(-1).numpy()
+    raise ValueError(f"unknown acquisition {kind!r}; choose one of {list(ACQUISITIONS)}")

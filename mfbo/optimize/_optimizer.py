@@ -1,0 +1,490 @@
+"""``MultiFidelityOptimizer``: ask/tell multi-fidelity BO over design parameters, data fraction and epochs.
+
+One round of :meth:`MultiFidelityOptimizer.ask`:
+
+1. surrogate: ``SingleTaskMultiFidelityGP`` refitted on completed trials, each contributing a few
+   log-spaced points of its learning curve (trace observations);
+2. cost model: log-linear regression of observed wall time, refitted on every completed trial;
+3. acquisition: cost-aware GIBBON (or qMFKG) projected to target fidelity, with running trials pending;
+4. selection from the scored pool: piBO weight ``prior(x)^(beta / n)`` when a prior is given, constraints
+   enforced, points already pending (same design) or already run at the same fidelity never proposed.
+
+Before the model has data, the initial design proposes a handful of cheap low-fidelity points
+(scrambled Sobol, or ``prior.sample`` when the prior can sample).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from mfbo.errors import OptimizerError, SearchSpaceError
+from mfbo.optimize._acquisition import ACQUISITIONS, acquisition_pool
+from mfbo.optimize._cost import LogLinearCostModel
+from mfbo.optimize._space import SearchSpace, sobol
+from mfbo.optimize._surrogate import Surrogate, fit_surrogate
+from mfbo.optimize._trace import FidelityEncoder, training_rows
+from mfbo.optimize._types import Candidate, Trial
+
+__all__ = ["MultiFidelityOptimizer"]
+
+_STATE_VERSION = 1
+
+
+class MultiFidelityOptimizer:
+    """Asynchronous ask/tell multi-fidelity Bayesian optimiser (BoTorch model, Ax record).
+
+    Args:
+        space: a :class:`SearchSpace` or its plain-dict form; needs at least one fidelity parameter.
+        seed: seed for every random choice (initial design, raw samples, Monte-Carlo acquisition).
+        prior: optional object with ``log_prob(configs) -> ndarray (n,)`` (natural units) and optionally
+            ``sample(n, seed) -> list[dict]``; weights the acquisition by ``prior^(prior_beta / n)``.
+        constraints: objects with ``is_satisfied(configs) -> bool ndarray (n,)``; never violated by a proposal.
+        n_initial: size of the initial design (default ``min(10, max(4, n_design + 1))``).
+        acquisition: "gibbon" (default) or "kg".
+        cost_model: a :class:`LogLinearCostModel`-like object (``fit``, ``predict``, ``module``), default
+            a fresh one.
+        prior_beta: piBO strength (exponent ``beta / n_completed``).
+        trace_points: trace observations per trial (log-spaced epochs, incl. the last).
+        max_gp_points: soft cap on surrogate training rows.
+        raw_samples: raw pool size scored by the acquisition.
+        num_restarts: gradient restarts of the acquisition optimiser.
+        num_fantasies: fantasies for "kg".
+        initial_fidelity: upper end, as a fraction of each target, of the initial design's fidelities.
+        cost_overhead: fixed per-trial cost (FFE) added to the cost model inside the acquisition only.
+        refit_every: hyperparameters are fitted from scratch every this many new completed trials and
+            warm-started (``warm_maxiter`` L-BFGS-B iterations) in between.
+        warm_maxiter: iterations of a warm-started fit.
+    """
+
+    def __init__(self, space: SearchSpace | Mapping, *, seed: int = 0, prior: Any = None,
+                 constraints: Sequence[Any] = (), n_initial: int | None = None, acquisition: str = "gibbon",
+                 cost_model: Any = None, prior_beta: float = 10.0, trace_points: int = 5,
+                 max_gp_points: int = 250, raw_samples: int = 512, num_restarts: int = 2,
+                 num_fantasies: int = 16, initial_fidelity: float = 0.3, cost_overhead: float = 0.05,
+                 refit_every: int = 10, warm_maxiter: int = 40):
+        self.space = SearchSpace.from_dict(space)
+        if not self.space.fidelity_parameters:
+            raise SearchSpaceError("MultiFidelityOptimizer needs a fidelity parameter (data_fraction and/or "
+                                   "epochs) in the search space")
+        if acquisition not in ACQUISITIONS:
+            raise OptimizerError(f"unknown acquisition {acquisition!r}; choose one of {list(ACQUISITIONS)}")
+        if prior is not None and not callable(getattr(prior, "log_prob", None)):
+            raise OptimizerError("prior must have a log_prob(configs) method")
+        for c in constraints:
+            if not callable(getattr(c, "is_satisfied", None)):
+                raise OptimizerError(f"constraint {c!r} lacks an is_satisfied(configs) method")
+        self.encoder = FidelityEncoder(self.space)
+        self.seed = int(seed)
+        self.prior = prior
+        self.constraints = tuple(constraints)
+        n_design = len(self.space.design_parameters)
+        self.n_initial = int(n_initial) if n_initial is not None else min(10, max(4, n_design + 1))
+        self.acquisition = acquisition
+        self.cost_model = cost_model or LogLinearCostModel(self.encoder.d, self.encoder.fidelity_cols)
+        self.prior_beta = float(prior_beta)
+        self.trace_points = int(trace_points)
+        self.max_gp_points = int(max_gp_points)
+        self.raw_samples = int(raw_samples)
+        self.num_restarts = int(num_restarts)
+        self.num_fantasies = int(num_fantasies)
+        self.initial_fidelity = float(initial_fidelity)
+        self.cost_overhead = float(cost_overhead)
+        self.refit_every = int(refit_every)
+        self.warm_maxiter = int(warm_maxiter)
+        self._trials: dict[int, Trial] = {}
+        self._n_asked = 0
+        self._initial_used = 0
+        self._fit_key: tuple | None = None
+        self._surrogate: Surrogate | None = None
+        self._warm_state: dict | None = None
+        self._fresh_at = 0
+        self.last_timings: dict[str, float] = {}
+        from mfbo.optimize._ax_record import AxRecord
+
+        self._ax = AxRecord(self.space)
+
+    # -- records -------------------------------------------------------------------------
+    @property
+    def experiment(self):
+        """The Ax ``Experiment`` holding every trial, arm and observation."""
+        return self._ax.experiment
+
+    @property
+    def trials(self) -> list[Trial]:
+        """Every trial in index order (status "running", "completed", "failed" or "abandoned")."""
+        return [self._trials[i] for i in sorted(self._trials)]
+
+    def _completed(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "completed" and t.curve]
+
+    def _running(self) -> list[Trial]:
+        return [t for t in self.trials if t.status == "running"]
+
+    def _get(self, trial_index: int, want_running: bool = True) -> Trial:
+        t = self._trials.get(int(trial_index))
+        if t is None:
+            raise OptimizerError(f"unknown trial index {trial_index}")
+        if want_running and t.status != "running":
+            raise OptimizerError(f"trial {trial_index} is {t.status}, not running; it cannot be told twice")
+        return t
+
+    def _new_trial(self, params: Mapping[str, Any], data_fraction: float, epochs: int, source: str) -> int:
+        index = len(self._trials)
+        self._ax.new_trial(index, params, data_fraction, epochs, source)
+        self._trials[index] = Trial(index=index, params=dict(params), data_fraction=float(data_fraction),
+                                    epochs=int(epochs), curve=[], cost=0.0, status="running",
+                                    metadata={"source": source})
+        return index
+
+    # -- ask -----------------------------------------------------------------------------
+    def ask(self, n: int = 1) -> list[Candidate]:
+        """Propose ``n`` trials (registered as running, so later asks treat them as pending).
+
+        Returns:
+            ``n`` :class:`Candidate` objects (design params plus data_fraction and epochs).
+        """
+        out = []
+        for _ in range(int(n)):
+            params, frac, ep, source = self._propose_one()
+            idx = self._new_trial(params, frac, ep, source)
+            out.append(Candidate(trial_index=idx, params=dict(params), data_fraction=float(frac), epochs=int(ep)))
+            self._n_asked += 1
+        return out
+
+    def _step_seed(self) -> int:
+        return (self.seed * 1_000_003 + 7919 * (self._n_asked + 1)) % (2 ** 31 - 1)
+
+    def _feasible(self, configs: list[dict]) -> np.ndarray:
+        ok = np.ones(len(configs), dtype=bool)
+        if configs:
+            for c in self.constraints:
+                ok &= np.asarray(c.is_satisfied(configs), dtype=bool).reshape(len(configs))
+        return ok
+
+    def _design_key(self, params: Mapping[str, Any]) -> tuple:
+        return tuple(np.round(self.space.encode([params])[0], 9))
+
+    def _taken(self) -> tuple[set, set]:
+        """Design keys of running trials, and (design, fraction, epochs) keys of completed/running trials."""
+        pending = {self._design_key(t.params) for t in self._running()}
+        done = {(self._design_key(t.params), round(t.data_fraction, 9), int(t.epochs))
+                for t in self.trials if t.status in ("completed", "running")}
+        return pending, done
+
+    def _initial_point(self) -> tuple[dict, float, int]:
+        need = self._initial_used + 1
+        configs: list[dict] = []
+        if self.prior is not None and callable(getattr(self.prior, "sample", None)):
+            try:
+                drawn = self.prior.sample(max(4 * need, 16), self.seed)
+                configs = [self.space.validate(c) for c in drawn]
+            except Exception:  # noqa: BLE001 - a prior that cannot sample falls back to Sobol
+                configs = []
+        configs += self.space.sample(max(64, 8 * need), seed=self.seed)
+        feas = self._feasible(configs)
+        configs = [c for c, f in zip(configs, feas) if f]
+        pending, done = self._taken()
+        configs = [c for c in configs if self._design_key(c) not in pending]
+        if not configs:
+            raise OptimizerError("no configuration of the initial design satisfies the constraints")
+        cfg = configs[min(self._initial_used, len(configs) - 1)]
+        u = sobol(2, 64, self.seed + 1)[self._initial_used % 64]
+        self._initial_used += 1
+        frac, ep = self._low_fidelity(u)
+        return cfg, frac, ep
+
+    def _low_fidelity(self, u: np.ndarray) -> tuple[float, int]:
+        enc = self.encoder
+        frac, ep = enc.data_fraction_default(), enc.epochs_default()
+        if enc.data is not None:
+            p = enc.data
+            hi = max(p.low, min(p.high, self.initial_fidelity * p.target))
+            frac = float(p.low + u[0] * (hi - p.low))
+        if enc.iter is not None:
+            p = enc.iter
+            hi = max(p.low, min(p.high, self.initial_fidelity * p.target))
+            ep = int(np.clip(np.rint(p.low + u[1] * (hi - p.low)), p.low, p.high))
+        return frac, ep
+
+    def _propose_one(self) -> tuple[dict, float, int, str]:
+        completed = self._completed()
+        n_live = sum(t.status != "failed" for t in self.trials)
+        if n_live < self.n_initial or len(completed) < 2:
+            cfg, frac, ep = self._initial_point()
+            return cfg, frac, ep, "initial"
+        return self._model_point(completed)
+
+    # -- model ---------------------------------------------------------------------------
+    def _fit(self, completed: list[Trial]) -> Surrogate:
+        key = tuple(t.index for t in completed)
+        if self._surrogate is not None and key == self._fit_key:
+            return self._surrogate
+        t0 = time.perf_counter()
+        X, y = training_rows(self.encoder, completed, self.trace_points, self.max_gp_points)
+        if len(y) < 2:
+            raise OptimizerError("fewer than two finite observations; cannot fit the surrogate")
+        # Warm-started short fits between periodic fresh fits (every `refit_every` completed trials).
+        fresh = self._warm_state is None or len(completed) - self._fresh_at >= self.refit_every
+        model, log_outcome = fit_surrogate(X, y, self.encoder, warm_state=None if fresh else self._warm_state,
+                                           maxiter=200 if fresh else self.warm_maxiter)
+        if fresh:
+            self._fresh_at = len(completed)
+        self._warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        self._surrogate = Surrogate(model, log_outcome, self.encoder)
+        self._fit_key = key
+        self.last_timings["fit_s"] = time.perf_counter() - t0
+        self.last_timings["n_gp_points"] = float(len(y))
+        return self._surrogate
+
+    def full_fidelity_cost(self) -> float:
+        """Predicted cost (s) of one target-fidelity run, averaged over a fixed Sobol sample of designs."""
+        configs = self.space.sample(64, seed=self.seed + 12345)
+        X = self.encoder.encode(configs, [self.encoder.data_fraction_default()] * 64,
+                                [self.encoder.epochs_default()] * 64)
+        return float(np.mean(self.cost_model.predict(X)))
+
+    def _raw_pool(self, n: int, seed: int, anchors: list[dict]) -> np.ndarray:
+        """Rounded raw rows: Sobol designs, prior samples, and perturbations of the best designs."""
+        enc = self.encoder
+        configs = self.space.sample(n, seed=seed)
+        if self.prior is not None and callable(getattr(self.prior, "sample", None)):
+            try:
+                configs += [self.space.validate(c) for c in self.prior.sample(n // 4, seed)]
+            except Exception:  # noqa: BLE001 - sampling is optional for a prior
+                pass
+        Xd = self.space.encode(configs)
+        rng = np.random.default_rng(seed)
+        if anchors:
+            A = self.space.encode(anchors)
+            local = np.repeat(A, max(1, n // (4 * len(A))), axis=0)
+            local = np.clip(local + rng.normal(0, 0.05, local.shape), 0, 1)
+            Xd = np.vstack([Xd, A, local])
+        X = np.zeros((len(Xd), enc.dim))
+        X[:, : enc.d] = Xd
+        U = sobol(len(enc.fidelity_cols), len(Xd), seed + 1)
+        lo, hi = enc.bounds()
+        for k, col in enumerate(enc.fidelity_cols):
+            # log-uniform fidelities: cheap levels get as many raw points as expensive ones
+            X[:, col] = np.exp(np.log(lo[col]) + U[:, k] * (np.log(hi[col]) - np.log(lo[col])))
+        at_target = rng.random(len(X)) < 0.15
+        for col in enc.fidelity_cols:
+            X[at_target, col] = 1.0
+        return enc.round(X)
+
+    def _prior_logp(self, configs: list[dict]) -> np.ndarray:
+        logp = np.asarray(self.prior.log_prob(configs), dtype=float).reshape(len(configs))
+        return np.where(np.isfinite(logp), logp, -1e6)
+
+    def _model_point(self, completed: list[Trial]) -> tuple[dict, float, int, str]:
+        surrogate = self._fit(completed)
+        enc = self.encoder
+        seed = self._step_seed()
+        t0 = time.perf_counter()
+        best = self._best_observed_designs(surrogate, completed, k=5)
+        raw = self._raw_pool(self.raw_samples, seed, best)
+        cand_set = self._raw_pool(min(1000, 2 * self.raw_samples), seed + 17, best)
+        scale = self.full_fidelity_cost()
+        cost_module = self.cost_model.module(scale=max(scale, 1e-12), overhead=self.cost_overhead)
+        running = self._running()
+        X_pending = enc.encode([t.params for t in running], [t.data_fraction for t in running],
+                               [t.epochs for t in running]) if running else None
+        raw_configs = enc.decode(raw)[0]
+        weights_raw = None
+        gamma = self.prior_beta / max(1, len(completed))
+        if self.prior is not None:
+            lp = self._prior_logp(raw_configs)
+            weights_raw = np.exp(gamma * (lp - lp.max()))
+        current = None
+        if self.acquisition == "kg":
+            current = float(np.max(self._target_mean(surrogate, raw[:, : enc.d])))
+        rows, values = acquisition_pool(
+            self.acquisition, surrogate.model, enc, cost_module, raw, cand_set, X_pending,
+            num_restarts=self.num_restarts, num_fantasies=self.num_fantasies, current_value=current,
+            start_weights=weights_raw, seed=seed,
+        )
+        configs, fracs, eps = enc.decode(rows)
+        values = np.where(np.isfinite(values), values, -np.inf)
+        if self.prior is not None:
+            lp = self._prior_logp(configs)
+            w = np.exp(gamma * (lp - lp.max()))
+            values = np.where(values > 0, values * w, values / np.maximum(w, 1e-300))
+        ok = self._feasible(configs)
+        pending, done = self._taken()
+        design_rows = np.round(self.space.encode(configs), 9)
+        for i in np.flatnonzero(ok):
+            key = tuple(design_rows[i])
+            ok[i] = key not in pending and (key, round(float(fracs[i]), 9), int(eps[i])) not in done
+        self.last_timings["acquisition_s"] = time.perf_counter() - t0
+        if not ok.any():
+            return self._fallback_point()
+        i = int(np.argmax(np.where(ok, values, -np.inf)))
+        return configs[i], float(fracs[i]), int(eps[i]), f"model:{self.acquisition}"
+
+    def _fallback_point(self) -> tuple[dict, float, int, str]:
+        """A feasible, not-pending quasi-random point at low fidelity (when the pool has none)."""
+        seed = self._step_seed()
+        configs = self.space.sample(2048, seed=seed)
+        feas = self._feasible(configs)
+        pending, done = self._taken()
+        u = sobol(2, 1, seed)[0]
+        frac, ep = self._low_fidelity(u)
+        for c, f in zip(configs, feas):
+            if f and self._design_key(c) not in pending:
+                return c, frac, ep, "fallback"
+        raise OptimizerError("no feasible configuration found: the constraints exclude 2048 quasi-random "
+                             "samples of the search space; loosen them or check the bounds")
+
+    def _target_mean(self, surrogate: Surrogate, Xd: np.ndarray) -> np.ndarray:
+        """Latent posterior mean (maximisation convention) at target fidelity for encoded designs."""
+        import torch
+
+        X = np.zeros((len(Xd), self.encoder.dim))
+        X[:, : self.encoder.d] = Xd
+        for col in self.encoder.fidelity_cols:
+            X[:, col] = 1.0
+        with torch.no_grad():
+            return surrogate.model.posterior(torch.as_tensor(X)).mean.squeeze(-1).numpy()
+
+    def _best_observed_designs(self, surrogate: Surrogate, completed: list[Trial], k: int) -> list[dict]:
+        configs = []
+        seen = set()
+        for t in completed:
+            key = self._design_key(t.params)
+            if key not in seen:
+                seen.add(key)
+                configs.append(t.params)
+        m = self._target_mean(surrogate, self.space.encode(configs))
+        return [configs[i] for i in np.argsort(-m)[:k]]
+
+    # -- tell ----------------------------------------------------------------------------
+    def tell(self, trial_index: int, curve: Sequence[float], cost: float, metadata: Mapping | None = None) -> None:
+        """Record a finished trial.
+
+        Args:
+            trial_index: index returned by :meth:`ask` or :meth:`attach`.
+            curve: validation loss after each epoch 1..T (T may be below the asked epochs, e.g. pruned).
+            cost: cost in seconds (> 0).
+            metadata: anything JSON-able (timings, versions...).
+        """
+        t = self._get(trial_index)
+        curve = [float(v) for v in curve]
+        if not curve:
+            raise OptimizerError(f"trial {trial_index}: empty curve; use tell_failed for a failed run")
+        if not math.isfinite(curve[-1]):
+            self.tell_failed(trial_index, f"non-finite final value {curve[-1]!r}")
+            return
+        cost = float(cost)
+        if not (math.isfinite(cost) and cost >= 0):
+            raise OptimizerError(f"trial {trial_index}: cost must be a finite number >= 0 seconds, got {cost!r}")
+        self._ax.complete(t.index, curve, cost, metadata)
+        t.curve = curve
+        t.epochs = len(curve) if self.encoder.iter is not None else t.epochs
+        t.cost = cost
+        t.status = "completed"
+        t.metadata.update(dict(metadata or {}))
+        self._fit_cost()
+
+    def _fit_cost(self) -> None:
+        """Refit the cost model on every completed trial (cheap least squares)."""
+        done = [t for t in self.trials if t.status == "completed"]
+        if done:
+            Xc = self.encoder.encode([t.params for t in done], [t.data_fraction for t in done],
+                                     [t.epochs for t in done])
+            self.cost_model.fit(Xc, np.array([t.cost for t in done]))
+
+    def tell_failed(self, trial_index: int, reason: str) -> None:
+        """Mark a running trial failed (recorded in Ax as a failed trial)."""
+        t = self._get(trial_index)
+        self._ax.fail(t.index, str(reason))
+        t.status, t.error = "failed", str(reason)
+
+    def abandon(self, trial_index: int, reason: str) -> None:
+        """Mark a running trial abandoned (it will not be told; e.g. a worker vanished)."""
+        t = self._get(trial_index)
+        self._ax.abandon(t.index, str(reason))
+        t.status, t.error = "abandoned", str(reason)
+
+    def attach(self, params: Mapping[str, Any], data_fraction: float | None = None,
+               epochs: int | None = None) -> int:
+        """Register an externally chosen trial (then :meth:`tell` it). Returns its index."""
+        cfg = self.space.validate(params)
+        enc = self.encoder
+        frac = enc.data_fraction_default() if data_fraction is None else float(data_fraction)
+        ep = enc.epochs_default() if epochs is None else int(epochs)
+        for p, v in ((enc.data, frac), (enc.iter, ep)):
+            if p is not None and not p.low - 1e-12 <= v <= p.high + 1e-12:
+                raise SearchSpaceError(f"parameter {p.name!r}: {v} outside bounds [{p.low}, {p.high}]")
+        return self._new_trial(cfg, frac, ep, "attached")
+
+    # -- results -------------------------------------------------------------------------
+    def surrogate(self) -> Surrogate:
+        """The surrogate fitted on every completed trial (refitted if new data arrived)."""
+        completed = self._completed()
+        if len(completed) < 2:
+            raise OptimizerError("the surrogate needs at least two completed trials")
+        return self._fit(completed)
+
+    def recommend(self, refine: bool = True) -> dict:
+        """Design parameters minimising the posterior mean at target fidelity (feasible, design only).
+
+        Args:
+            refine: also refine the best candidates by gradient steps on the posterior mean (slower).
+        """
+        from mfbo.optimize._recommend import recommend
+
+        completed = self._completed()
+        if not completed:
+            raise OptimizerError("no completed trial yet; nothing to recommend")
+        if len(completed) < 2:
+            return dict(completed[0].params)
+        return recommend(self, self._fit(completed), completed, n_refine=3 if refine else 0)
+
+    # -- persistence ---------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        """JSON-able state; :meth:`from_state_dict` rebuilds the optimiser (prior/constraints passed again)."""
+        from mfbo.optimize._ax_record import _jsonable
+
+        return {
+            "version": _STATE_VERSION,
+            "space": _jsonable(self.space.to_dict()),
+            "seed": self.seed,
+            "settings": {"n_initial": self.n_initial, "acquisition": self.acquisition,
+                         "prior_beta": self.prior_beta, "trace_points": self.trace_points,
+                         "max_gp_points": self.max_gp_points, "raw_samples": self.raw_samples,
+                         "num_restarts": self.num_restarts, "num_fantasies": self.num_fantasies,
+                         "initial_fidelity": self.initial_fidelity, "cost_overhead": self.cost_overhead,
+                         "refit_every": self.refit_every, "warm_maxiter": self.warm_maxiter},
+            "n_asked": self._n_asked,
+            "initial_used": self._initial_used,
+            "trials": [_jsonable(t.to_dict()) for t in self.trials],
+        }
+
+    @classmethod
+    def from_state_dict(cls, state: Mapping[str, Any], *, prior: Any = None,
+                        constraints: Sequence[Any] = ()) -> MultiFidelityOptimizer:
+        """Rebuild from :meth:`state_dict` (trials, their Ax record and counters; the model is refitted lazily)."""
+        if not isinstance(state, Mapping) or state.get("version") != _STATE_VERSION:
+            raise OptimizerError(f"not a MultiFidelityOptimizer state (version {_STATE_VERSION} expected)")
+        opt = cls(state["space"], seed=state["seed"], prior=prior, constraints=constraints,
+                  **state.get("settings", {}))
+        for d in state["trials"]:
+            idx = opt._new_trial(d["params"], d["data_fraction"], d["epochs"],
+                                 d.get("metadata", {}).get("source", "restored"))
+            if idx != d["index"]:
+                raise OptimizerError(f"trial indices in the state are not contiguous at {d['index']}")
+            meta = {k: v for k, v in d.get("metadata", {}).items() if k != "source"}
+            if d["status"] == "completed":
+                opt.tell(idx, d["curve"], d["cost"], meta)
+                opt._trials[idx].epochs = d["epochs"]
+            elif d["status"] == "failed":
+                opt.tell_failed(idx, d.get("error") or "failed")
+            elif d["status"] == "abandoned":
+                opt.abandon(idx, d.get("error") or "abandoned")
+        opt._n_asked = int(state.get("n_asked", 0))
+        opt._initial_used = int(state.get("initial_used", 0))
+        return opt

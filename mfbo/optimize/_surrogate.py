@@ -1,0 +1,146 @@
+"""The two-fidelity GP surrogate (BoTorch ``SingleTaskMultiFidelityGP``) and its user-facing wrapper.
+
+Kernel (Wu et al. 2019): an ARD RBF kernel (dimension-scaled lengthscale prior) over the design columns times a
+``DownsamplingKernel`` on the data fraction and an ``ExponentialDecayKernel`` on the epochs
+(``linear_truncated=False``). The GP models ``-g(loss)`` (BoTorch maximises), where ``g`` is ``log``
+when every observed loss is positive (losses span orders of magnitude, and diverging runs would otherwise
+dominate the fit) and the identity otherwise; the outcome is then standardised.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+
+from mfbo.optimize._trace import FidelityEncoder
+
+__all__ = ["fit_surrogate", "Surrogate"]
+
+
+def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, warm_state: dict | None = None,
+                  maxiter: int = 200):
+    """Fit a ``SingleTaskMultiFidelityGP`` on ``(X, y)``.
+
+    Args:
+        X: ``(n, dim)`` encoded inputs (see :class:`FidelityEncoder`).
+        y: ``(n,)`` objective values in natural units (lower is better).
+        encoder: the encoder (gives the fidelity columns).
+        warm_state: a previous model's ``state_dict`` used as the optimiser's starting point when shapes match
+            (hyperparameters move little between rounds, so a warm start needs few iterations).
+        maxiter: L-BFGS-B iterations of the marginal-likelihood fit.
+    Returns:
+        ``(model, log_outcome)``: the fitted model (on ``-g(y)``) and whether ``g`` is log.
+    """
+    from botorch.fit import fit_gpytorch_mll
+    from botorch.models import SingleTaskMultiFidelityGP
+    from gpytorch.mlls import ExactMarginalLogLikelihood
+
+    log_outcome = bool(np.all(y > 0))
+    z = -(np.log(y) if log_outcome else y)
+    tX = torch.as_tensor(X, dtype=torch.double)
+    tY = torch.as_tensor(z, dtype=torch.double).unsqueeze(-1)
+    model = SingleTaskMultiFidelityGP(
+        tX, tY, data_fidelities=[encoder.data_col] if encoder.data_col is not None else None,
+        iteration_fidelity=encoder.iter_col, linear_truncated=False,
+    )
+    if warm_state is not None:
+        try:
+            own = model.state_dict()
+            hyper = {k: v for k, v in warm_state.items()
+                     if k in own and own[k].shape == v.shape and "train" not in k and "outcome_transform" not in k}
+            model.load_state_dict(hyper, strict=False)
+        except (RuntimeError, KeyError):  # a mismatch only loses the warm start
+            pass
+    mll = ExactMarginalLogLikelihood(model.likelihood, model)
+    try:
+        # One attempt: BoTorch's default retries from random hyperparameters on any optimisation warning
+        # (e.g. a line-search stop), which multiplies the fit time and throws the warm start away.
+        fit_gpytorch_mll(mll, optimizer_kwargs={"options": {"maxiter": int(maxiter), "maxfun": 3 * int(maxiter)}},
+                         warning_handler=lambda w: True)
+    except Exception:  # noqa: BLE001 - botorch's retry loop already failed; fall back to a fresh fit
+        fit_gpytorch_mll(mll)
+    model.eval()
+    return model, log_outcome
+
+
+class Surrogate:
+    """User-facing view of a fitted surrogate.
+
+    Attributes:
+        model: the fitted BoTorch model (on ``-g(loss)``; see module docstring).
+        log_outcome: whether ``g`` is log.
+        encoder: maps configurations and fidelities to model inputs.
+    """
+
+    def __init__(self, model, log_outcome: bool, encoder: FidelityEncoder):
+        self.model = model
+        self.log_outcome = log_outcome
+        self.encoder = encoder
+
+    def _latent(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            post = self.model.posterior(torch.as_tensor(X, dtype=torch.double))
+            mu = -post.mean.squeeze(-1).numpy()
+            var = post.variance.squeeze(-1).clamp_min(0).numpy()
+        return mu, var
+
+    def predict(self, configs: Sequence[Mapping[str, Any]], data_fraction: float | None = None,
+                epochs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Posterior mean and sd of the objective (its own units) at the given fidelity.
+
+        Args:
+            configs: ``n`` design configurations (natural units).
+            data_fraction: data fidelity (default: its target).
+            epochs: iteration fidelity (default: its target).
+        Returns:
+            ``(mean, sd)``, each ``(n,)``. With a log-outcome model these are the log-normal mean and sd.
+        """
+        enc = self.encoder
+        frac = enc.data_fraction_default() if data_fraction is None else float(data_fraction)
+        ep = enc.epochs_default() if epochs is None else float(epochs)
+        X = enc.encode(list(configs), [frac] * len(configs), [ep] * len(configs))
+        mu, var = self._latent(X)
+        if self.log_outcome:
+            mean = np.exp(mu + var / 2)
+            sd = np.sqrt(np.expm1(var)) * mean
+            return mean, sd
+        return mu, np.sqrt(var)
+
+    def inverse_lengthscales(self) -> dict[str, float]:
+        """Inverse ARD lengthscales of the design kernel, per design parameter (max over one-hot columns).
+
+        Larger means the objective varies faster along that parameter (in unit-cube coordinates).
+        """
+        ls = None
+        for module in self.model.covar_module.modules():
+            if type(module).__name__ in ("MaternKernel", "RBFKernel") and module.lengthscale is not None:
+                ls = module.lengthscale.detach().reshape(-1).numpy()
+                break
+        out: dict[str, float] = {}
+        if ls is None:
+            return out
+        col = 0
+        for p in self.encoder.space.design_parameters:
+            cols = ls[col: col + p.encoded_dim]
+            out[p.name] = float(np.max(1.0 / cols))
+            col += p.encoded_dim
+        return out
+
+    def fidelity_hyperparameters(self) -> dict[str, float]:
+        """Learned fidelity-kernel parameters (for reports), e.g. ``{"epochs.power": ..., "data_fraction.offset": ...}``."""
+        enc = self.encoder
+        out: dict[str, float] = {}
+        for module in self.model.covar_module.modules():
+            kind = type(module).__name__
+            if kind == "ExponentialDecayKernel" and enc.iter is not None:
+                prefix, names = enc.iter.name, ("lengthscale", "offset", "power")
+            elif kind == "DownsamplingKernel" and enc.data is not None:
+                prefix, names = enc.data.name, ("offset", "power")
+            else:
+                continue
+            for n in names:
+                out[f"{prefix}.{n}"] = float(getattr(module, n).detach().reshape(-1)[0])
+        return out

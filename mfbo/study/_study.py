@@ -1,0 +1,857 @@
+"""The Study: a directory, a store, a driver loop, and the end-of-study retraining.
+
+The driver is the only writer of the database. Its loop: poll the launcher, ingest
+finished trials (result file -> DB row -> optimiser ``tell`` -> Ax experiment saved),
+check the failure rate and the budget, ``ask`` for as many candidates as there are free
+workers, record each as "running" in the DB *before* submitting it, and submit. A driver
+killed at any point loses nothing: on resume, results written by workers are ingested,
+trials still "running" without a result are marked abandoned, the optimiser is rebuilt
+from the recorded trials (attach + tell), and budget accounting continues from the DB.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import logging
+import math
+import os
+import pickle
+import sys
+import time
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from mfbo.errors import MfboError, StudyError
+from mfbo.study._config import StudyConfig, check_output_dir, load_study_file
+from mfbo.study._errors import StudyStopped
+from mfbo.study._launchers import Launcher, make_launcher
+from mfbo.study._records import read_json, result_path, write_json_atomic
+from mfbo.study._storage import StudyStore, _password, redact_url, resolve_url, scrub
+
+__all__ = ["Study"]
+
+_STUDY_JSON = "study.json"
+_SECRET = ".storage_url"
+_OBJECTIVE_PKL = "objective.pkl"
+_POLL_S = 0.2
+
+
+def _now() -> float:
+    return time.time()
+
+
+class Study:
+    """A multi-fidelity BO study whose state lives in a directory and a database.
+
+    Create one from a study file (:meth:`from_file`), from objects (:meth:`create`), or reopen an
+    existing directory (:meth:`load`); :meth:`run` runs or resumes it.
+
+    Args:
+        config: a validated :class:`StudyConfig`.
+        objective: the objective object (only for studies created from objects; otherwise built from
+            the config).
+        optimizer_factory: callable ``factory(space, seed=..., prior=..., constraints=...)`` returning an
+            ask/tell optimiser; default :class:`mfbo.optimize.MultiFidelityOptimizer`.
+        launcher: a :class:`~mfbo.study.Launcher`; default from the config's ``[execution]`` table.
+    """
+
+    def __init__(self, config: StudyConfig, *, objective: Any = None, optimizer_factory: Any = None,
+                 launcher: Launcher | None = None):
+        self.config = config
+        self.dir = Path(config.output)
+        self._objective = objective
+        self._optimizer_factory = optimizer_factory
+        self._launcher = launcher
+        self._store: StudyStore | None = None
+        self._uid: str | None = None
+        self._meta: dict | None = None
+        self._readonly = False
+        self._replayed: Any = None
+        if (self.dir / _STUDY_JSON).is_file():
+            self._meta = read_json(self.dir / _STUDY_JSON)
+            self._uid = self._meta["uid"]
+
+    # -- constructors ------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, **kwargs: Any) -> Study:
+        """A study from a TOML study file (validated up front; see ``docs/study.md``)."""
+        return cls(load_study_file(path), **kwargs)
+
+    @classmethod
+    def create(cls, output: str | os.PathLike, objective: Any, space: Mapping | Any, *,
+               budget_ffe: float | None = None, budget_wall_time: float | None = None, name: str | None = None,
+               workers: int = 1, seed: int = 0, storage_url: str | None = None, executor: str = "local",
+               dask: dict | None = None, trial_timeout: float | None = None, max_failure_rate: float = 0.5,
+               optimizer_options: dict | None = None, final: bool = True, **kwargs: Any) -> Study:
+        """A study from Python objects.
+
+        Args:
+            output: the study directory.
+            objective: an :class:`mfbo.objectives.Objective` or ``callable(params, data_fraction, epochs)``
+                (picklable; it is stored in the study directory so the study can be resumed).
+            space: search space in plain-dict form (with fidelity parameters) or a ``SearchSpace``.
+            budget_ffe: budget in full-fidelity-equivalent evaluations; budget_wall_time: in seconds.
+            Other arguments as in the study file (``docs/study.md``).
+        """
+        from mfbo.optimize import SearchSpace
+
+        if budget_ffe is None and budget_wall_time is None:
+            raise StudyError("give budget_ffe and/or budget_wall_time")
+        space_dict = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
+        out = Path(output).resolve()
+        check_output_dir(f"study {name or out.name}", out)
+        config = StudyConfig(
+            name=name or out.name, output=out, seed=seed, backend="object", space=space_dict,
+            budget_ffe=budget_ffe, budget_wall_time=budget_wall_time, workers=workers, executor=executor,
+            dask=dict(dask or {}), trial_timeout=trial_timeout, max_failure_rate=max_failure_rate,
+            storage_url=storage_url, optimizer_options=dict(optimizer_options or {}), final_enabled=final,
+            **kwargs)
+        return cls(config, objective=objective)
+
+    @classmethod
+    def load(cls, directory: str | os.PathLike, *, readonly: bool = False, **kwargs: Any) -> Study:
+        """Reopen the study in ``directory`` (to resume it, or read trials, best, surrogate).
+
+        Args:
+            readonly: only read (never create tables; :meth:`run` refuses).
+        """
+        d = Path(directory).resolve()
+        meta_path = d / _STUDY_JSON
+        if not meta_path.is_file():
+            raise StudyError(f"{d} is not a study directory (no {_STUDY_JSON}); start one with 'mfbo run STUDY'")
+        meta = read_json(meta_path)
+        cfg = dict(meta["config"])
+        cfg["output"] = str(d)
+        secret = d / _SECRET
+        cfg["storage_url"] = secret.read_text().strip() if secret.is_file() else meta.get("storage_url")
+        config = StudyConfig.from_dict(cfg)
+        objective = kwargs.pop("objective", None)
+        if objective is None and config.backend == "object":
+            objective = _load_objective_pickle(d / _OBJECTIVE_PKL, config)
+        study = cls(config, objective=objective, **kwargs)
+        study._readonly = readonly
+        return study
+
+    # -- storage -------------------------------------------------------------------------
+    @property
+    def uid(self) -> str | None:
+        return self._uid
+
+    @property
+    def storage_url(self) -> str:
+        """The resolved storage URL, password redacted."""
+        return redact_url(resolve_url(self.config.storage_url, self.dir))
+
+    def _open_store(self, readonly: bool = False) -> StudyStore:
+        if self._store is None:
+            if self._uid is None:
+                raise StudyError(f"study {self.config.name} has not been started (no {self.dir / _STUDY_JSON})")
+            self._store = StudyStore(resolve_url(self.config.storage_url, self.dir), self._uid,
+                                     readonly=readonly)
+        return self._store
+
+    def _initialise(self) -> None:
+        """First run: write study.json (redacted), the secret URL file if needed, the DB rows."""
+        check_output_dir(f"study {self.config.name}", self.dir)
+        url_written = self.config.storage_url
+        url = resolve_url(url_written, self.dir)  # fails early when env:VAR is unset
+        self._uid = uuid.uuid4().hex
+        if url_written and not url_written.startswith("env:") and _password(url_written):
+            secret = self.dir / _SECRET
+            fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(url_written)
+        if self.config.backend == "object":
+            try:
+                blob = pickle.dumps(self._objective)
+            except Exception as exc:
+                raise StudyError(f"the objective cannot be pickled (needed to run it in worker processes): "
+                                 f"{exc}") from None
+            (self.dir / _OBJECTIVE_PKL).write_bytes(blob)
+        self._store = StudyStore(url, self._uid)
+        cfg = self.config.to_dict()
+        self._store.create_study(self.config.name, cfg, {"status": "created", "elapsed_s": 0.0, "sessions": 0})
+        self._meta = {"uid": self._uid, "name": self.config.name, "created": _now(), "config": cfg,
+                      "storage_url": redact_url(url_written) if url_written else None,
+                      "ax_experiment": f"mfbo-{self.config.name}-{self._uid[:8]}"}
+        write_json_atomic(self.dir / _STUDY_JSON, self._meta)
+
+    # -- reading -------------------------------------------------------------------------
+    def trial_rows(self, kind: str | None = "trial") -> list[dict]:
+        """The raw trial rows (dicts) recorded in the database."""
+        return self._open_store(readonly=True).trials(kind)
+
+    @property
+    def trials(self) -> list:
+        """Every recorded trial as :class:`mfbo.optimize.Trial` (index = study trial id)."""
+        from mfbo.optimize import Trial
+
+        out = []
+        for r in self.trial_rows():
+            rec = r["record"] or {}
+            out.append(Trial(index=r["trial_id"], params=r["params"], data_fraction=r["data_fraction"],
+                             epochs=r["epochs"], curve=list(r["curve"] or []), cost=r["cost_s"],
+                             status=r["status"], error=r["error"],
+                             metadata={"cost_ffe": r["cost_ffe"], "records": rec.get("records"),
+                                       "timings": rec.get("timings"), "versions": rec.get("versions"),
+                                       "metadata": rec.get("metadata")}))
+        return out
+
+    def status(self) -> dict:
+        """A snapshot: trial counts, best so far, budget used, state (safe to call while it runs)."""
+        store = self._open_store(readonly=True)
+        state = store.state()
+        rows = store.trials("trial", light=True)
+        counts = {s: sum(r["status"] == s for r in rows) for s in ("running", "completed", "failed", "abandoned")}
+        used = sum(r["cost_ffe"] for r in rows if r["status"] in ("completed", "failed"))
+        best = _best_row(rows, self._targets_from_rows())
+        status = state.get("status")
+        if status == "running" and not _driver_alive(self.dir):
+            status = "interrupted"  # the driver died (crash, kill -9): `mfbo resume DIR` continues it
+        return {
+            "name": self.config.name, "dir": str(self.dir), "status": status,
+            "stop_reason": state.get("stop_reason"), "trials": counts,
+            "budget": {"ffe_used": used, "ffe_budget": self.config.budget_ffe,
+                       "wall_time_used_s": state.get("elapsed_s", 0.0),
+                       "wall_time_budget_s": self.config.budget_wall_time},
+            "best_so_far": best, "storage": self.storage_url, "executor": self.config.executor,
+            "workers": self.config.workers, "best_json": str(self.dir / "best.json")
+            if (self.dir / "best.json").is_file() else None,
+        }
+
+    def _targets_from_rows(self) -> dict | None:
+        st = (self._meta or {}).get("targets")
+        if st:
+            return st
+        try:
+            state = self._open_store(readonly=True).state()
+        except MfboError:
+            return None
+        return state.get("targets")
+
+    def best(self) -> dict:
+        """``best.json`` when the study finished; otherwise the best trial so far (``"final": False``)."""
+        p = self.dir / "best.json"
+        if p.is_file():
+            return read_json(p)
+        rows = self.trial_rows()
+        b = _best_row(rows, self._targets_from_rows())
+        if b is None:
+            raise StudyError(f"study {self.config.name} has no completed trial yet")
+        return {"params": b["params"], "train_config": None, "test_metrics": None, "model_path": None,
+                "final": False, "best_trial": b}
+
+    def optimizer(self) -> Any:
+        """A fresh optimiser rebuilt from every finished trial recorded so far (attach + tell)."""
+        if self._replayed is None:
+            objective = self._objective
+            if objective is None and self.config.backend not in ("builtin", "amptorch"):
+                objective = _try_build_objective(self.config, self.dir)
+            space, prior, constraints = self._space(objective)
+            opt = self._make_optimizer(space, prior, constraints)
+            _replay(opt, [r for r in self.trial_rows() if r["status"] != "running"])
+            self._replayed = (opt, space, prior)
+        return self._replayed[0]
+
+    def surrogate(self) -> Any:
+        """The surrogate fitted to every recorded trial, as a :class:`mfbo.inspect.SurrogateView`.
+
+        Returns:
+            a view with ``predict(params, fidelity) -> (mean, sd)``, ``importance()`` and one
+            ``plot_*`` method per report figure (matplotlib Figures, for notebooks).
+        """
+        from mfbo.inspect import SurrogateView, metric_label
+
+        optimizer = self.optimizer()
+        return SurrogateView(self.space, self.trials, optimizer.surrogate(), prior=self.prior,
+                             objective_name=metric_label(self.config.metric), seed=self.config.seed,
+                             experiment=getattr(optimizer, "experiment", None))
+
+    @property
+    def space(self) -> Any:
+        """The study's :class:`~mfbo.optimize.SearchSpace` (design parameters and fidelities)."""
+        self.optimizer()
+        return self._replayed[1]
+
+    @property
+    def prior(self) -> Any:
+        """The joint prior of the study's prior files (None without)."""
+        self.optimizer()
+        return self._replayed[2]
+
+    @property
+    def experiment(self) -> Any:
+        """The Ax experiment of the rebuilt optimiser (every finished trial, arm and observation)."""
+        return getattr(self.optimizer(), "experiment", None)
+
+    # -- building --------------------------------------------------------------------------
+    def _space(self, objective: Any):
+        from mfbo.study._setup import build_space
+
+        return build_space(self.config, objective)
+
+    def _make_optimizer(self, space, prior, constraints):
+        from mfbo.study._setup import build_optimizer
+
+        return build_optimizer(self.config, space, prior, constraints, factory=self._optimizer_factory)
+
+    # -- running -----------------------------------------------------------------------------
+    def run(self, *, progress: bool = True) -> dict:
+        """Run the study (or resume it) until its budget is spent, then retrain and test the best.
+
+        Returns:
+            The status snapshot (see :meth:`status`) with ``"best"`` (best.json's content) when it finished.
+
+        Raises:
+            StudyStopped: too many trials failed (the reason names the last error).
+        """
+        if self._readonly:
+            raise StudyError(f"study {self.config.name} was loaded read-only; load it without readonly=True to run")
+        if self._uid is None:
+            self._initialise()
+        self._replayed = None
+        lock = _DriverLock(self.dir)
+        lock.acquire()
+        try:
+            driver = _Driver(self, progress=progress)
+            try:
+                driver.run()
+            finally:
+                driver.close()
+        finally:
+            lock.release()
+        out = self.status()
+        if (self.dir / "best.json").is_file():
+            out["best"] = read_json(self.dir / "best.json")
+        return out
+
+
+class _DriverLock:
+    """An flock on ``driver.lock``: one driver per study; released by the OS if the driver is killed."""
+
+    def __init__(self, d: Path):
+        self.path = d / "driver.lock"
+        self.fh = None
+
+    def acquire(self):
+        self.fh = open(self.path, "a+")
+        try:
+            fcntl.flock(self.fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            self.fh.seek(0)
+            pid = self.fh.read().strip()
+            self.fh.close()
+            raise StudyError(f"another driver (pid {pid or '?'}) is running the study in {self.path.parent}; "
+                             "wait for it or stop it first") from None
+        self.fh.seek(0)
+        self.fh.truncate()
+        self.fh.write(str(os.getpid()))
+        self.fh.flush()
+
+    def release(self):
+        if self.fh is not None:
+            fcntl.flock(self.fh, fcntl.LOCK_UN)
+            self.fh.close()
+            self.fh = None
+
+
+def _driver_alive(d: Path) -> bool:
+    """Whether a driver holds the study's lock right now."""
+    path = d / "driver.lock"
+    if not path.is_file():
+        return False
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        fcntl.flock(fh, fcntl.LOCK_UN)
+        return False
+
+
+def _load_objective_pickle(path: Path, config: StudyConfig) -> Any:
+    for p in config.python_path:
+        if str(p) not in sys.path:
+            sys.path.insert(0, str(p))
+    try:
+        return pickle.loads(path.read_bytes())
+    except Exception as exc:
+        raise StudyError(f"cannot load the study's objective from {path}: {type(exc).__name__}: {exc}") from None
+
+
+def _try_build_objective(config: StudyConfig, d: Path) -> Any:
+    from mfbo.study._setup import build_objective, prepare_data
+
+    try:
+        return build_objective(config, prepare_data(config, d))
+    except MfboError:
+        return None
+
+
+def _best_row(rows: list[dict], targets: Mapping | None) -> dict | None:
+    """Best completed trial: at target fidelity when any ran there, else over all fidelities."""
+    done = [r for r in rows if r["status"] == "completed" and r["value"] is not None]
+    if not done:
+        return None
+    if targets:
+        at_t = [r for r in done if math.isclose(r["data_fraction"], targets.get("data_fraction", r["data_fraction"]))
+                and r["epochs"] == targets.get("epochs", r["epochs"])]
+        done = at_t or done
+    b = min(done, key=lambda r: r["value"])
+    return {"trial_id": b["trial_id"], "value": b["value"], "params": b["params"],
+            "data_fraction": b["data_fraction"], "epochs": b["epochs"]}
+
+
+def _replay(opt: Any, rows: list[dict]) -> dict[int, int]:
+    """Rebuild an optimiser from recorded trials (attach + tell/tell_failed/abandon); trial_id -> index."""
+    mapping = {}
+    for r in rows:
+        idx = opt.attach(r["params"], r["data_fraction"], r["epochs"])
+        mapping[r["trial_id"]] = idx
+        if r["status"] == "completed":
+            md = (r["record"] or {}).get("metadata") or {}
+            _safe_tell(opt, idx, list(r["curve"]), float(r["cost_s"]), md)
+        elif r["status"] == "failed":
+            opt.tell_failed(idx, r["error"] or "failed")
+        else:
+            opt.abandon(idx, r["error"] or "abandoned")
+    return mapping
+
+
+def _safe_tell(opt: Any, idx: int, curve: list, cost: float, metadata: Mapping, log: Any = None) -> None:
+    """tell(); if the optimiser refuses the observation, record the trial as failed there instead (the
+    study's own record keeps it), so one odd result can never make a study impossible to resume."""
+    try:
+        opt.tell(idx, curve, cost, metadata)
+    except MfboError as exc:
+        if log is not None:
+            log.error("optimiser refused trial result (index %d): %s", idx, exc)
+        opt.tell_failed(idx, f"optimiser refused the result: {exc}")
+
+
+class _Driver:
+    """One session of the driver loop (see the module docstring)."""
+
+    def __init__(self, study: Study, progress: bool):
+        self.study = study
+        self.cfg = study.config
+        self.dir = study.dir
+        self.progress = progress
+        self.store = study._open_store()
+        self.log = _make_logger(self.dir, study.uid)
+        self.url = self.store.url
+        self.launcher: Launcher | None = None
+        self.bar = None
+        self.running: dict[int, dict] = {}  # trial_id -> row-ish info
+        self.idx: dict[int, int] = {}  # trial_id -> optimiser index
+        self.ax_error: str | None = None
+        self._ax_dirty = False
+
+    # -- setup ---------------------------------------------------------------------------
+    def _setup(self):
+        from mfbo.study._setup import build_objective, prepare_data
+
+        cfg = self.cfg
+        self.data = prepare_data(cfg, self.dir)
+        obj = self.study._objective
+        if obj is None:
+            obj = build_objective(cfg, self.data)
+            self.study._objective = obj
+        self.objective = obj
+        try:
+            self.blob = pickle.dumps(obj)
+        except Exception as exc:
+            raise StudyError(f"the objective of backend {cfg.backend!r} cannot be pickled for worker processes: "
+                             f"{exc}") from None
+        self.space, prior, constraints = self.study._space(obj)
+        self.targets = self.space.target_fidelities()
+        self.df_name = self.space.data_fidelity.name if self.space.data_fidelity else None
+        self.ep_name = self.space.iteration_fidelity.name if self.space.iteration_fidelity else None
+        self.opt = self.study._make_optimizer(self.space, prior, constraints)
+        exp = getattr(self.opt, "experiment", None)
+        self.ax_name = self.study._meta["ax_experiment"]
+        if exp is not None:
+            try:
+                exp.name = self.ax_name
+            except Exception as exc:  # an experiment that refuses renaming keeps its own name
+                self.log.warning("cannot rename the Ax experiment: %s", exc)
+                self.ax_name = exp.name
+        st = self.store.state()
+        self.elapsed_before = float(st.get("elapsed_s", 0.0))
+        self.store.set_state(status="running", sessions=int(st.get("sessions", 0)) + 1,
+                             targets={"data_fraction": self.targets.get(self.df_name, 1.0) if self.df_name else 1.0,
+                                      "epochs": self.targets.get(self.ep_name) if self.ep_name else None},
+                             driver_pid=os.getpid(), ax_experiment=self.ax_name)
+        self._resume()
+
+    def _resume(self):
+        rows = self.store.trials("trial")
+        n_ingested = n_abandoned = 0
+        for r in rows:
+            if r["status"] != "running":
+                continue
+            rp = result_path(self.dir, r["trial_id"])
+            rec = None
+            if rp.is_file():
+                try:
+                    rec = read_json(rp)
+                except (OSError, ValueError):
+                    rec = None
+            if rec is not None:
+                self._record_outcome(r["trial_id"], r, rec, None, tell=False)
+                n_ingested += 1
+            else:
+                self.store.finish(r["trial_id"], status="abandoned", cost_ffe=0.0, cost_s=0.0,
+                                  error="the driver stopped while this trial ran; abandoned on resume")
+                n_abandoned += 1
+        rows = self.store.trials("trial")
+        self.idx = _replay(self.opt, rows)
+        self.first_session_id = self.store.next_trial_id()
+        if rows:
+            self.log.info("resumed: %d recorded trials (%d results ingested from files, %d abandoned)",
+                          len(rows), n_ingested, n_abandoned)
+            self._delete_ax_experiment()
+        self._ax_dirty = True
+
+    def _delete_ax_experiment(self):
+        # The optimiser was rebuilt, so its Ax experiment is a new object: replace the stored one.
+        try:
+            self.store.delete_experiment(self.ax_name)
+        except Exception as exc:
+            self.log.warning("could not replace the stored Ax experiment: %s", scrub(str(exc), self.url))
+
+    # -- accounting ----------------------------------------------------------------------
+    def ffe(self, data_fraction: float, epochs: int) -> float:
+        """Nominal cost of a trial in full-fidelity equivalents: (fraction / target) x (epochs / target)."""
+        f = 1.0
+        if self.df_name:
+            f *= float(data_fraction) / float(self.targets[self.df_name])
+        if self.ep_name:
+            f *= float(epochs) / float(self.targets[self.ep_name])
+        return f
+
+    def wall(self) -> float:
+        return self.elapsed_before + (time.monotonic() - self.t_session)
+
+    # -- outcomes ------------------------------------------------------------------------
+    def _record_outcome(self, trial_id: int, info: Mapping, rec: dict | None, reason: str | None, tell: bool):
+        nominal = self.ffe(info["data_fraction"], info["epochs"])
+        if rec is not None and rec.get("status") == "completed":
+            curve = [float(v) for v in rec["curve"]]
+            ok = self.store.finish(trial_id, status="completed", cost_ffe=nominal, cost_s=float(rec.get("cost", 0)),
+                                   curve=curve, value=curve[-1], record=rec)
+            if ok:
+                self.log.info("trial %d completed: value %.6g (fraction %.3g, %d epochs, %.1f s)", trial_id,
+                              curve[-1], info["data_fraction"], info["epochs"], float(rec.get("cost", 0)))
+                if tell:
+                    _safe_tell(self.opt, self.idx[trial_id], curve, float(rec.get("cost", 0.0)),
+                               rec.get("metadata") or {}, self.log)
+        else:
+            error = (rec or {}).get("error") or reason or "unknown failure"
+            error = scrub(error, self.url)
+            cost_s = float((rec or {}).get("timings", {}).get("wall_time", 0.0)) if rec else 0.0
+            ok = self.store.finish(trial_id, status="failed", cost_ffe=nominal, cost_s=cost_s,
+                                   curve=(rec or {}).get("curve"), error=error, record=rec)
+            if ok:
+                self.last_error = error
+                self.log.warning("trial %d failed: %s", trial_id, error)
+                if tell:
+                    self.opt.tell_failed(self.idx[trial_id], error)
+        if ok:
+            self._ax_dirty = True
+
+    def _ingest(self):
+        for out in self.launcher.poll():
+            info = self.running.pop(out.key, None)
+            if info is None:
+                continue
+            self._record_outcome(out.key, info, out.record, out.reason, tell=True)
+
+    def _save_ax(self):
+        if not self._ax_dirty or getattr(self.opt, "experiment", None) is None:
+            return
+        self._ax_dirty = False
+        try:
+            self.store.save_experiment(self.opt.experiment)
+            self.ax_error = None
+        except Exception as exc:
+            msg = scrub(f"{type(exc).__name__}: {exc}", self.url)
+            if msg != self.ax_error:
+                self.log.error("saving the Ax experiment failed: %s", msg)
+            self.ax_error = msg
+
+    # -- main loop -----------------------------------------------------------------------
+    def _counts(self) -> dict:
+        rows = self.store.trials("trial", light=True)
+        c = {s: sum(r["status"] == s for r in rows) for s in ("running", "completed", "failed", "abandoned")}
+        c["used_ffe"] = sum(r["cost_ffe"] for r in rows if r["status"] in ("completed", "failed"))
+        mine = [r for r in rows if r["trial_id"] >= self.first_session_id]
+        c["session_failed"] = sum(r["status"] == "failed" for r in mine)
+        c["session_finished"] = sum(r["status"] in ("completed", "failed") for r in mine)
+        b = _best_row(rows, {"data_fraction": self.targets.get(self.df_name, 1.0) if self.df_name else 1.0,
+                             "epochs": self.targets.get(self.ep_name) if self.ep_name else None})
+        c["best"] = b
+        return c
+
+    def _failure_check(self, c: dict) -> str | None:
+        # Counted over this session's trials, so a study stopped for failures can be resumed once fixed.
+        n_failed, finished = c["session_failed"], c["session_finished"]
+        if finished >= self.cfg.min_trials_for_failure_rate and n_failed / finished > self.cfg.max_failure_rate:
+            return (f"{n_failed} of {finished} finished trials failed ({n_failed / finished:.0%} > tolerated "
+                    f"{self.cfg.max_failure_rate:.0%}, execution.max_failure_rate); last error: "
+                    f"{getattr(self, 'last_error', None) or '?'}")
+        return None
+
+    def _show(self, c: dict):
+        if self.bar is None:
+            return
+        used = c["used_ffe"]
+        self.bar.n = min(used, self.bar.total) if self.bar.total else used
+        best = c["best"]
+        text = (f"running={len(self.running)} done={c['completed']} failed={c['failed']} "
+                + (f"best={best['value']:.4g}" if best else "best=-"))
+        if self.cfg.budget_wall_time is not None:
+            text += f" wall={self.wall():.0f}/{self.cfg.budget_wall_time:.0f}s"
+        self.bar.set_postfix_str(text, refresh=False)
+        self.bar.refresh()
+
+    def _submit(self, cand) -> None:
+        trial_id = self.store.next_trial_id()
+        self.store.add_running(trial_id, cand.params, cand.data_fraction, cand.epochs)
+        self.idx[trial_id] = cand.trial_index
+        spec = self._spec(trial_id, cand.params, cand.data_fraction, cand.epochs)
+        self.running[trial_id] = {"data_fraction": cand.data_fraction, "epochs": cand.epochs}
+        self.launcher.submit(trial_id, _run_trial_fn(), spec, timeout=self.cfg.trial_timeout)
+        self.log.info("trial %d submitted: fraction %.3g, %d epochs, %s", trial_id, cand.data_fraction,
+                      cand.epochs, json.dumps(cand.params, default=str))
+        self._ax_dirty = True
+
+    def _preload(self) -> list[str]:
+        """Modules the local fork server imports once (only what this objective needs)."""
+        mods = ["mfbo.study._worker"]
+        if self.cfg.backend in ("builtin", "amptorch"):
+            mods += ["numpy", "torch", "ase", "mfbo.fingerprints", "mfbo.training", "mfbo.objectives"]
+        else:
+            mods.append(type(self.objective).__module__)
+        return mods
+
+    def _spec(self, key, params, data_fraction, epochs) -> dict:
+        import multiprocessing
+
+        local = self.launcher.local
+        return {
+            "trial_id": key, "params": dict(params), "data_fraction": float(data_fraction), "epochs": int(epochs),
+            "objective": self.blob, "result_path": str(result_path(self.dir, key)),
+            "python_path": [str(p) for p in self.cfg.python_path],
+            "threads": max(1, (multiprocessing.cpu_count() or 1) // max(1, self.cfg.workers)),
+            "driver_pid": os.getpid() if local else None, "watch_driver": local,
+        }
+
+    def run(self):
+        self.t_session = time.monotonic()
+        state = self.store.state()
+        if state.get("status") == "finished" and (self.dir / "best.json").is_file():
+            self.log.info("study already finished; nothing to resume")
+            return
+        self._setup()
+        (self.dir / "results").mkdir(exist_ok=True)
+        cfg = self.cfg
+        self.launcher = self.study._launcher or make_launcher(cfg.executor, cfg.workers, cfg.dask,
+                                                              preload=self._preload())
+        if self.progress:
+            from tqdm import tqdm
+
+            total = cfg.budget_ffe if cfg.budget_ffe is not None else None
+            self.bar = tqdm(total=total, unit="FFE", desc=f"study {cfg.name}", file=sys.stderr,
+                            bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.2f}/{total_fmt} FFE [{elapsed}] "
+                                       "{postfix}")
+        self.log.info("driver started (pid %d): storage %s, executor %s, %d workers", os.getpid(),
+                      redact_url(self.url), cfg.executor, cfg.workers)
+        stop_reason = None
+        last_state_save = 0.0
+        budget_reached = False
+        try:
+            while True:
+                self._ingest()
+                c = self._counts()
+                self._save_ax()
+                stop_reason = self._failure_check(c)
+                if stop_reason:
+                    break
+                wall = self.wall()
+                if cfg.budget_wall_time is not None and wall >= cfg.budget_wall_time:
+                    if not budget_reached:
+                        self.log.info("wall-time budget reached (%.0f s); cancelling running trials", wall)
+                    budget_reached = True
+                    self._abandon_running("wall-time budget (budget.wall_time) reached")
+                    break
+                pending = sum(self.ffe(i["data_fraction"], i["epochs"]) for i in self.running.values())
+                free = cfg.workers - len(self.running)
+                room = cfg.budget_ffe is None or c["used_ffe"] + pending < cfg.budget_ffe
+                if free > 0 and room:
+                    cands = self.opt.ask(free)
+                    for cand in cands:
+                        pending_now = sum(self.ffe(i["data_fraction"], i["epochs"]) for i in self.running.values())
+                        if cfg.budget_ffe is None or c["used_ffe"] + pending_now < cfg.budget_ffe:
+                            self._submit(cand)
+                        else:
+                            self.opt.abandon(cand.trial_index, "not run: FFE budget (budget.ffe) exhausted")
+                    self._save_ax()
+                elif not self.running:
+                    break
+                now = time.monotonic()
+                if now - last_state_save > 2.0:
+                    self.store.set_state(elapsed_s=self.wall())
+                    last_state_save = now
+                self._show(c)
+                time.sleep(_POLL_S)
+        except BaseException:
+            self._abandon_running("the driver stopped with an error")
+            self.store.set_state(elapsed_s=self.wall())
+            raise
+        c = self._counts()
+        self._show(c)
+        self.store.set_state(elapsed_s=self.wall())
+        if stop_reason:
+            self._abandon_running("study stopped: too many failures")
+            self.store.set_state(status="stopped", stop_reason=stop_reason)
+            self.log.error("study stopped: %s", stop_reason)
+            raise StudyStopped(f"study {cfg.name} stopped: {stop_reason}")
+        self.log.info("budget spent: %.3f FFE, %.0f s wall time; %d completed, %d failed trials", c["used_ffe"],
+                      self.wall(), c["completed"], c["failed"])
+        if c["completed"] == 0:
+            self.store.set_state(status="finished", stop_reason="no trial completed; nothing to recommend")
+            return
+        if cfg.final_enabled:
+            self._final()
+        else:
+            self._write_best(None)
+        self.store.set_state(status="finished", elapsed_s=self.wall())
+        self.log.info("study finished")
+
+    def _abandon_running(self, reason: str):
+        for key in list(self.running):
+            try:
+                self.launcher.cancel(key)
+            except MfboError:
+                pass
+            info = self.running.pop(key)
+            rp = result_path(self.dir, key)
+            if rp.is_file():  # it finished meanwhile: keep it
+                self._record_outcome(key, info, read_json(rp), None, tell=True)
+                continue
+            if self.store.finish(key, status="abandoned", cost_ffe=0.0, cost_s=0.0, error=reason):
+                try:
+                    self.opt.abandon(self.idx[key], reason)
+                except Exception as exc:  # the record is what matters; the optimiser is discarded next
+                    self.log.warning("optimiser refused abandon(%d): %s", key, exc)
+        self._ax_dirty = True
+        self._save_ax()
+
+    # -- end of study --------------------------------------------------------------------
+    def _final(self):
+        from mfbo.study._worker import run_final
+
+        params = self.opt.recommend()
+        df = self.targets.get(self.df_name, 1.0) if self.df_name else 1.0
+        ep = self.targets.get(self.ep_name, 1) if self.ep_name else 1
+        finals = self.store.trials("final")
+        done = [r for r in finals if r["status"] == "completed" and r["params"] == params]
+        if done:
+            self._write_best(done[-1]["record"])
+            return
+        for r in finals:
+            if r["status"] == "running":
+                self.store.finish(r["trial_id"], status="abandoned", cost_ffe=0.0, cost_s=0.0,
+                                  error="the driver stopped during the final run; re-run")
+        key = self.store.next_trial_id()
+        self.store.add_running(key, params, df, ep, kind="final")
+        spec = self._spec("final", params, df, ep)
+        spec["trial_id"] = key
+        spec["kind"] = "final"
+        if callable(getattr(self.objective, "fit", None)):
+            spec.update({"test": self.data["test"], "metric": self.cfg.metric,
+                         "model_path": str(self.dir / "best_model.npz")})
+        rp = result_path(self.dir, "final")
+        if rp.exists():
+            rp.unlink()
+        self.log.info("final run: retraining the recommendation at target fidelity (fraction %g, %d epochs)", df, ep)
+        if self.bar is not None:
+            self.bar.set_postfix_str("final retraining at target fidelity...")
+        self.launcher.submit("final", run_final, spec, timeout=self.cfg.final_timeout)
+        while True:
+            outs = [o for o in self.launcher.poll() if o.key == "final"]
+            if outs:
+                break
+            time.sleep(_POLL_S)
+        out = outs[0]
+        rec = out.record
+        if rec is not None and rec.get("status") == "completed":
+            self.store.finish(key, status="completed", cost_ffe=0.0, cost_s=float(rec.get("cost", 0.0)),
+                              curve=rec.get("curve"), value=(rec.get("curve") or [None])[-1], record=rec)
+            self._write_best(rec)
+        else:
+            error = scrub((rec or {}).get("error") or out.reason or "unknown failure", self.url)
+            self.store.finish(key, status="failed", cost_ffe=0.0, cost_s=0.0, error=error, record=rec)
+            self.log.error("final run failed: %s", error)
+            raise StudyError(f"study {self.cfg.name}: the final retraining of the recommended configuration "
+                             f"failed: {error}; every trial is kept - fix the cause and run 'mfbo resume {self.dir}'")
+
+    def _write_best(self, rec: dict | None):
+        params = rec["params"] if rec else self.opt.recommend()
+        c = self._counts()
+        best = {
+            "params": params,
+            "train_config": (rec or {}).get("train_config"),
+            "test_metrics": (rec or {}).get("test_metrics"),
+            "model_path": (rec or {}).get("model_path"),
+            "final": rec is not None,
+            "fidelity": {"data_fraction": rec["data_fraction"], "epochs": rec["epochs"]} if rec else None,
+            "validation_curve": (rec or {}).get("curve"),
+            "validation_value": ((rec or {}).get("curve") or [None])[-1],
+            "metric": self.cfg.metric,
+            "study": {"name": self.cfg.name, "dir": str(self.dir), "backend": self.cfg.backend,
+                      "trials": {k: c[k] for k in ("completed", "failed", "abandoned")},
+                      "budget_used_ffe": c["used_ffe"], "wall_time_s": self.wall(),
+                      "best_trial": c["best"]},
+            "versions": (rec or {}).get("versions"),
+        }
+        write_json_atomic(self.dir / "best.json", best)
+        self.log.info("best configuration written to %s", self.dir / "best.json")
+
+    def close(self):
+        if self.launcher is not None and self.study._launcher is None:
+            self.launcher.shutdown()
+        if self.bar is not None:
+            self.bar.close()
+        wlog = logging.getLogger("py.warnings")
+        for h in list(self.log.handlers):
+            h.close()
+            self.log.removeHandler(h)
+            if h in wlog.handlers:
+                wlog.removeHandler(h)
+        logging.captureWarnings(False)
+
+
+def _run_trial_fn():
+    from mfbo.study._worker import run_trial
+
+    return run_trial
+
+
+def _make_logger(d: Path, uid: str | None) -> logging.Logger:
+    log = logging.getLogger(f"mfbo.study.{uid}")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    fh = logging.FileHandler(d / "study.log")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    log.addHandler(fh)
+    # Library warnings (BoTorch, Sobol balance...) go to the log file, not over the progress view.
+    logging.captureWarnings(True)
+    wlog = logging.getLogger("py.warnings")
+    wlog.propagate = False
+    wlog.addHandler(fh)
+    return log

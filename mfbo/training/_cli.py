@@ -1,0 +1,158 @@
+"""``mfbo train CONFIG``: one training run of a configuration a user wants to check."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+
+from mfbo.errors import ConfigError
+
+__all__ = ["register", "read_run_file", "DATA_KEYS"]
+
+# Keys of a run file that are not TrainConfig fields or hyperparameters.
+DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "output")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "train",
+        help="train one GMP + SingleNN potential from a JSON/TOML run file",
+        description=(
+            "Train one potential. CONFIG (JSON or TOML) holds TrainConfig fields and/or hyperparameter "
+            "names (sigma_min, mcsh_order, ...) plus dataset paths: train (required), val (else split off "
+            "train with val_fraction), test (optional), data_fraction, cache_dir, output. Writes "
+            "OUTPUT/model.npz and OUTPUT/record.json and prints the learning curve."
+        ),
+    )
+    p.add_argument("config", help="run file (.json or .toml)")
+    p.add_argument("--output", "-o", help="output directory (default: the run file's 'output', else ./<name>-run)")
+    p.add_argument("--epochs", type=int, help="override the number of epochs")
+    p.add_argument("--data-fraction", type=float, help="override the training-subset fraction")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=_handler)
+
+
+def read_run_file(path) -> dict:
+    """Parse a JSON or TOML run file into a dict (ConfigError naming the file on failure)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"run file {path} does not exist")
+    text = path.read_text()
+    try:
+        if path.suffix.lower() == ".toml":
+            try:
+                import tomllib
+            except ModuleNotFoundError:  # Python 3.10
+                import tomli as tomllib
+            data = tomllib.loads(text)
+        else:
+            data = json.loads(text)
+    except Exception as exc:
+        raise ConfigError(f"cannot parse run file {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"run file {path} must hold a table/object of settings")
+    return data
+
+
+def _fmt(value, digits=4):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}g}" if math.isfinite(value) else str(value)
+    return str(value)
+
+
+def _handler(args) -> int:
+    from mfbo.errors import TrainingDiverged
+    from mfbo.training._config import TrainConfig, config_from_hyperparameters
+    from mfbo.training._data import load_images, split_train_val
+
+    run_path = Path(args.config)
+    data = read_run_file(run_path)
+    base_dir = run_path.resolve().parent
+
+    def path_of(key):
+        value = data.get(key)
+        if value is None:
+            return None
+        p = Path(str(value)).expanduser()
+        return p if p.is_absolute() else base_dir / p
+
+    if "train" not in data:
+        raise ConfigError(f"run file {run_path}: field 'train' (path of the training data) is missing")
+    settings = {k: v for k, v in data.items() if k not in DATA_KEYS}
+    try:
+        config = config_from_hyperparameters(TrainConfig(), settings)
+    except ConfigError as exc:
+        raise ConfigError(f"run file {run_path}: {exc}") from None
+    data_fraction = args.data_fraction if args.data_fraction is not None else float(data.get("data_fraction", 1.0))
+    output = Path(args.output) if args.output else (path_of("output") or Path.cwd() / f"{run_path.stem}-run")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
+
+    pool = load_images(path_of("train"), require_forces=config.get_forces)
+    if data.get("val") is not None:
+        val = load_images(path_of("val"), require_forces=config.get_forces)
+    else:
+        pool, val = split_train_val(pool, config.val_fraction, config.seed)
+    test = load_images(path_of("test")) if data.get("test") is not None else None
+    cache = path_of("cache_dir")
+    record_path = output / "record.json"
+    record = {"run_file": str(run_path.resolve()), "config": config.to_dict(), "data_fraction": data_fraction}
+    from mfbo.training._train import train  # torch is imported only once the inputs are known to be good
+    try:
+        result = train(
+            config,
+            pool,
+            val,
+            data_fraction=data_fraction,
+            epochs=args.epochs,
+            test_images=test,
+            cache=cache,
+            progress=not args.no_progress,
+        )
+    except TrainingDiverged as exc:
+        record.update(status="diverged", error=str(exc), epoch=exc.epoch, last_metrics=exc.last_metrics)
+        record_path.write_text(json.dumps(record, indent=2))
+        raise
+    model_path = result.model.save(output / "model.npz")
+    record.update(result.to_dict())
+    record.update(status="completed", model_path=str(model_path))
+    record_path.write_text(json.dumps(record, indent=2))
+
+    from tabulate import tabulate
+
+    columns = [
+        ("epoch", "epoch"),
+        ("train_energy_mae_per_atom", "train E (eV/atom)"),
+        ("val_energy_mae", "val E (eV)"),
+        ("val_energy_mae_per_atom", "val E (eV/atom)"),
+        ("val_force_mae", "val F (eV/A)"),
+        ("val_force_mae_free", "val F free (eV/A)"),
+        ("lr", "lr"),
+        ("wall_time", "time (s)"),
+    ]
+    rows = [[_fmt(rec[k]) for k, _ in columns] for rec in result.curve]
+    print(tabulate(rows, headers=[h for _, h in columns]))
+    t = result.timings
+    print(
+        f"\n{result.n_train} training / {result.n_val} validation images; set-up {t['setup']:.2f} s "
+        f"(fingerprints {t['featurize']:.2f} s), {t['epoch_mean']:.3f} s/epoch"
+    )
+    if result.test_metrics:
+        m = result.test_metrics
+        print(
+            f"test ({m['n_images']} images): energy MAE {_fmt(m['energy_mae'])} eV "
+            f"({_fmt(m['energy_mae_per_atom'])} eV/atom), force MAE {_fmt(m['force_mae'])} eV/A "
+            f"(free atoms {_fmt(m['force_mae_free'])})"
+        )
+    print(f"model: {model_path}\nrecord: {record_path}")
+    sys.stdout.flush()
+    return 0

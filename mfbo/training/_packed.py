@@ -1,0 +1,157 @@
+"""Images + fingerprints packed into flat tensors, and the Jacobian route to forces.
+
+Every image's atoms are stored contiguously (``atom_offsets``). The (large) fingerprint
+Jacobian stays one tensor per image, shared with the engine's arrays (no copy at all), with
+image-local pair indices; the force product runs image by image, on blocks small enough to
+stay in cache.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from mfbo.training._data import free_atom_mask, image_energy, image_forces
+
+__all__ = ["PackedImages", "pack_images", "jacobian_forces"]
+
+
+@dataclass
+class PackedImages:
+    """Flat per-atom and per-pair arrays for a list of images.
+
+    Attributes:
+        numbers: int64 (A,) atomic numbers.
+        atom_offsets: int64 (n+1,) image k owns atoms ``atom_offsets[k]:atom_offsets[k+1]``.
+        features: (A, F) raw fingerprints (float64 until ``to``).
+        energies: (n,) DFT total energies (eV); NaN when absent (prediction-only sets).
+        forces: (A, 3) raw DFT forces (eV/A, FixAtoms not applied) or None.
+        free: bool (A,) atoms not fixed by FixAtoms.
+        pair_i, pair_j: per image, int64 (P_k,) image-local atom indices of each Jacobian pair,
+            or None.
+        dfeatures: per image, (P_k, F, 3) ``d features[pair_i, m] / d positions[pair_j, k]``,
+            or None.
+    """
+
+    numbers: torch.Tensor
+    atom_offsets: torch.Tensor
+    features: torch.Tensor
+    energies: torch.Tensor
+    forces: torch.Tensor | None
+    free: torch.Tensor
+    pair_i: list[torch.Tensor] | None = None
+    pair_j: list[torch.Tensor] | None = None
+    dfeatures: list[torch.Tensor] | None = None
+
+    def __post_init__(self):
+        # Python-side offsets: batching loops over images and must not sync with a device.
+        self._atom_off = self.atom_offsets.tolist()
+
+    @property
+    def n_images(self) -> int:
+        return len(self._atom_off) - 1
+
+    @property
+    def n_atoms(self) -> torch.Tensor:
+        return self.atom_offsets[1:] - self.atom_offsets[:-1]
+
+    @property
+    def has_jacobian(self) -> bool:
+        return self.dfeatures is not None
+
+    def to(self, device, dtype) -> PackedImages:
+        def conv(t, floating=False):
+            if t is None:
+                return None
+            if isinstance(t, list):
+                return [conv(x, floating) for x in t]
+            return t.to(device=device, dtype=dtype) if floating else t.to(device=device)
+
+        return PackedImages(
+            numbers=conv(self.numbers),
+            atom_offsets=conv(self.atom_offsets),
+            features=conv(self.features, True),
+            energies=conv(self.energies, True),
+            forces=conv(self.forces, True),
+            free=conv(self.free),
+            pair_i=conv(self.pair_i),
+            pair_j=conv(self.pair_j),
+            dfeatures=conv(self.dfeatures, True),
+        )
+
+    def atom_index(self, images: Sequence[int]) -> torch.Tensor:
+        """int64 indices of the atoms of ``images`` in batch order."""
+        ranges = [torch.arange(self._atom_off[k], self._atom_off[k + 1]) for k in images]
+        return torch.cat(ranges).to(self.atom_offsets.device)
+
+    def batch_segments(self, images: Sequence[int]):
+        """Per image of the batch: (its atom slice in the batch, its index in the pack)."""
+        segments = []
+        start = 0
+        for k in images:
+            n = self._atom_off[k + 1] - self._atom_off[k]
+            segments.append((slice(start, start + n), k))
+            start += n
+        return segments
+
+
+def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor) -> torch.Tensor:
+    """Forces from the fingerprint Jacobian: ``F_j = -sum_p J[p]^T dE/dfeatures[pair_i[p]]``.
+
+    Args:
+        packed: the pack holding the Jacobian.
+        segments: from :meth:`PackedImages.batch_segments`.
+        grad_features: (A_b, F) dE/d(raw features) of the batch's atoms (scaler already chained in).
+
+    Returns:
+        (A_b, 3) forces in the energy units of ``grad_features`` per A; differentiable w.r.t.
+        ``grad_features`` (so a force loss can be backpropagated into the network).
+    """
+    out = []
+    for atoms_slice, k in segments:
+        g = grad_features[atoms_slice]
+        gi = g.index_select(0, packed.pair_i[k])
+        contrib = torch.einsum("pfc,pf->pc", packed.dfeatures[k], gi)  # (P_k, 3)
+        forces = torch.zeros(g.shape[0], 3, dtype=g.dtype, device=g.device)
+        out.append(forces.index_add(0, packed.pair_j[k], contrib))
+    return -torch.cat(out)
+
+
+def pack_images(images: Sequence, fingerprints: Sequence, *, jacobian: bool) -> PackedImages:
+    """Pack images and their fingerprints (float64, CPU).
+
+    Args:
+        images: n ``ase.Atoms``.
+        fingerprints: n engine results with ``.features`` (n_atoms, F) and, when ``jacobian``,
+            ``.pair_i``, ``.pair_j`` (P,) and ``.dfeatures`` (P, F, 3).
+        jacobian: pack the Jacobian (needed for forces).
+    """
+    n = len(images)
+    natoms = np.array([len(a) for a in images], dtype=np.int64)
+    atom_offsets = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(natoms, out=atom_offsets[1:])
+    features = np.concatenate([np.asarray(fp.features, dtype=np.float64) for fp in fingerprints], axis=0)
+    numbers = np.concatenate([a.numbers for a in images]).astype(np.int64)
+    energies = np.array([e if (e := image_energy(a)) is not None else np.nan for a in images], dtype=np.float64)
+    force_list = [image_forces(a) for a in images]
+    forces = None if any(f is None for f in force_list) else np.concatenate(force_list, axis=0)
+    free = np.concatenate([free_atom_mask(a) for a in images])
+    packed = dict(
+        numbers=torch.from_numpy(numbers),
+        atom_offsets=torch.from_numpy(atom_offsets),
+        features=torch.from_numpy(features),
+        energies=torch.from_numpy(energies),
+        forces=None if forces is None else torch.from_numpy(forces),
+        free=torch.from_numpy(free),
+    )
+    if jacobian:
+        # torch.from_numpy shares memory with the engine's arrays: no copy of the Jacobian.
+        packed.update(
+            pair_i=[torch.from_numpy(np.asarray(fp.pair_i, dtype=np.int64)) for fp in fingerprints],
+            pair_j=[torch.from_numpy(np.asarray(fp.pair_j, dtype=np.int64)) for fp in fingerprints],
+            dfeatures=[torch.from_numpy(np.asarray(fp.dfeatures, dtype=np.float64)) for fp in fingerprints],
+        )
+    return PackedImages(**packed)

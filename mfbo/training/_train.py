@@ -1,0 +1,422 @@
+"""train(): one SingleNN run at a (data_fraction, epochs) fidelity, returning its learning curve."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from mfbo.errors import ConfigError, DataError, TrainingDiverged
+from mfbo.training._config import TrainConfig
+from mfbo.training._core import ScaledPack, error_metrics, predict_pack, run_batch
+from mfbo.training._data import load_images, nested_subset
+from mfbo.training._featurize import featurize_images, gmp_params_of
+from mfbo.training._model import SingleNN
+from mfbo.training._packed import PackedImages, pack_images
+from mfbo.training._scaling import FeatureScaler, TargetScaler
+from mfbo.training._trained import TrainedModel
+
+__all__ = ["train", "TrainResult", "CURVE_KEYS"]
+
+CURVE_KEYS = (
+    "epoch",
+    "train_energy_mae",
+    "train_energy_mae_per_atom",
+    "val_energy_mae",
+    "val_energy_mae_per_atom",
+    "train_force_mae",
+    "train_force_mae_free",
+    "val_force_mae",
+    "val_force_mae_free",
+    "train_loss",
+    "lr",
+    "epoch_time",
+    "epoch_cpu_time",
+    "wall_time",
+)
+
+
+@dataclass
+class TrainResult:
+    """What one training run returns.
+
+    Attributes:
+        curve: one dict per epoch (keys ``CURVE_KEYS``): ``epoch`` (1-based); ``train_*`` MAEs
+            accumulated over the epoch's batches as they were trained (as AMPTorch/skorch report
+            them); ``val_*`` MAEs of the model after the epoch (eval mode); energies in eV/image
+            and eV/atom, forces in eV/A per component over all atoms and over free atoms (None
+            when forces are off); ``train_loss`` (scaled units), ``lr`` used in the epoch,
+            ``epoch_time`` (s), ``epoch_cpu_time`` (process CPU s; on a shared machine wall time
+            overstates the work) and ``wall_time`` (s since ``train`` was called, set-up included;
+            torch's one-time per-process import of its optimiser stack is excluded).
+        model: the TrainedModel after the last epoch.
+        timings: seconds: ``featurize``, ``setup`` (featurise + pack + fit scalers), ``train``,
+            ``epoch_mean``, ``test``, ``total``; ``setup_cpu``, ``featurize_cpu`` and ``total_cpu``
+            are process CPU seconds.
+        test_metrics: ``energy_mae``, ``energy_mae_per_atom``, ``force_mae``, ``force_mae_free``,
+            ``n_images`` on the test set, or None when no test set was given.
+        n_train, n_val: images used.
+    """
+
+    curve: list[dict]
+    model: TrainedModel
+    timings: dict
+    test_metrics: dict | None = None
+    n_train: int = 0
+    n_val: int = 0
+    config: TrainConfig | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-able summary (no model weights)."""
+        return {
+            "config": None if self.config is None else self.config.to_dict(),
+            "curve": self.curve,
+            "timings": self.timings,
+            "test_metrics": self.test_metrics,
+            "n_train": self.n_train,
+            "n_val": self.n_val,
+            **self.extra,
+        }
+
+
+def _dtype(config: TrainConfig) -> torch.dtype:
+    return torch.float64 if config.dtype == "float64" else torch.float32
+
+
+def _device(config: TrainConfig) -> torch.device:
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"TrainConfig.device={config.device!r} but CUDA is not available here")
+    return device
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _make_scheduler(config: TrainConfig, optimizer):
+    if config.scheduler == "step":
+        return torch.optim.lr_scheduler.StepLR(optimizer, config.scheduler_step_size, config.scheduler_gamma)
+    if config.scheduler == "cosine":
+        # T_max is the configuration's full epoch count, not the fidelity's, so a run truncated at
+        # t epochs is exactly the prefix of the full run (the optimiser's trace observations rely on it).
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
+    return None
+
+
+def _loss_term(err: torch.Tensor, kind: str) -> torch.Tensor:
+    if err.numel() == 0:
+        return err.sum()
+    return (err * err).mean() if kind == "mse" else err.abs().mean()
+
+
+def _images(source, what: str, require_forces: bool) -> list:
+    try:
+        return load_images(source, require_forces=require_forces)
+    except DataError as exc:
+        raise DataError(f"{what}: {exc}") from None
+
+
+_WARM = False
+
+
+def _warm_up() -> None:
+    """Pay torch's one-time import cost (torch.optim pulls in torch._dynamo, several seconds) once per
+    process, outside the timed region, so trial costs do not depend on which trial a worker ran first."""
+    global _WARM
+    if not _WARM:
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)], foreach=True)
+        _WARM = True
+
+
+def train(
+    config: TrainConfig,
+    train_images,
+    val_images,
+    *,
+    data_fraction: float = 1.0,
+    epochs: int | None = None,
+    test_images=None,
+    cache=None,
+    progress: bool = False,
+) -> TrainResult:
+    """Train a SingleNN potential at one fidelity.
+
+    Args:
+        config: the run's TrainConfig.
+        train_images: training pool (path or list of Atoms); ``data_fraction`` selects the nested
+            subset of it (:func:`nested_subset` with ``config.seed``).
+        val_images: fixed validation set (path or list of Atoms), the same at every fidelity.
+        data_fraction: fidelity in (0, 1].
+        epochs: fidelity; defaults to ``config.epochs`` (with a cosine schedule the run is the
+            prefix of a ``config.epochs`` run).
+        test_images: optional test set, evaluated once after training (never used for training).
+        cache: None (featurise directly), a FingerprintCache, or a cache directory.
+        progress: tqdm progress bars on stderr.
+
+    Returns:
+        TrainResult.
+
+    Raises:
+        DataError: a dataset lacks energies (or forces when ``config.get_forces``).
+        TrainingDiverged: NaN/inf loss or a loss blow-up (carries ``epoch`` and ``last_metrics``).
+    """
+    _warm_up()
+    t_start = time.perf_counter()
+    c_start = time.process_time()
+    if not isinstance(config, TrainConfig):
+        raise ConfigError(f"train() needs a TrainConfig, got {type(config).__name__}")
+    n_epochs = config.epochs if epochs is None else epochs
+    if isinstance(n_epochs, float) and n_epochs.is_integer():
+        n_epochs = int(n_epochs)
+    if isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
+        raise ConfigError(f"epochs={epochs!r} must be a positive integer")
+    forces_on = bool(config.get_forces)
+    pool = _images(train_images, "training set", forces_on)
+    val = _images(val_images, "validation set", forces_on)
+    test = None if test_images is None else _images(test_images, "test set", False)
+    subset = nested_subset(pool, data_fraction, config.seed)
+    device, dtype = _device(config), _dtype(config)
+
+    with _threads(config.num_threads), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
+        torch.manual_seed(config.seed)
+        params = gmp_params_of(config)
+        t0, c0 = time.perf_counter(), time.process_time()
+        train_fps = featurize_images(subset, params, derivatives=forces_on, cache=cache, progress=progress)
+        val_fps = featurize_images(val, params, derivatives=forces_on, cache=cache, progress=progress)
+        t_featurize, c_featurize = time.perf_counter() - t0, time.process_time() - c0
+        train_pack = pack_images(subset, train_fps, jacobian=forces_on)
+        val_pack = pack_images(val, val_fps, jacobian=forces_on)
+        del train_fps, val_fps
+        fscaler = FeatureScaler.fit(
+            train_pack.features.numpy(),
+            train_pack.numbers.numpy(),
+            config.feature_scaling,
+            config.feature_range,
+            config.feature_scaling_per_element,
+        )
+        offsets = train_pack.atom_offsets.tolist()
+        numbers = train_pack.numbers.numpy()
+        tscaler = TargetScaler.fit(
+            train_pack.energies.numpy(),
+            [numbers[offsets[k] : offsets[k + 1]] for k in range(len(subset))],
+            config.target_scaling,
+        )
+        train_sp = ScaledPack.build(train_pack.to(device, dtype), fscaler, tscaler)
+        val_sp = ScaledPack.build(val_pack.to(device, dtype), fscaler, tscaler)
+        del train_pack, val_pack
+        n_features = train_sp.packed.features.shape[1]
+        network = SingleNN(
+            n_features, config.num_layers, config.num_nodes, config.activation, config.batchnorm, config.dropout
+        ).to(device=device, dtype=dtype)
+        t_setup, c_setup = time.perf_counter() - t_start, time.process_time() - c_start
+
+        curve, epoch_times = _fit(
+            config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start
+        )
+        t_train = time.perf_counter() - t_start - t_setup
+
+        metadata = {
+            "n_features": int(n_features),
+            "elements": sorted({int(z) for z in np.unique(numbers)}),
+            "n_train": len(subset),
+            "data_fraction": float(data_fraction),
+            "epochs": int(n_epochs),
+        }
+        model = TrainedModel(config, network.cpu().eval(), fscaler, tscaler, metadata)
+        test_metrics = None
+        t_test = 0.0
+        if test is not None:
+            t0 = time.perf_counter()
+            test_metrics = evaluate_model(model, test, forces=forces_on, cache=cache, progress=progress)
+            t_test = time.perf_counter() - t0
+    timings = {
+        "featurize": t_featurize,
+        "setup": t_setup,
+        "train": t_train,
+        "epoch_mean": float(np.mean(epoch_times)),
+        "test": t_test,
+        "total": time.perf_counter() - t_start,
+        "featurize_cpu": c_featurize,
+        "setup_cpu": c_setup,
+        "total_cpu": time.process_time() - c_start,
+    }
+    return TrainResult(
+        curve=curve,
+        model=model,
+        timings=timings,
+        test_metrics=test_metrics,
+        n_train=len(subset),
+        n_val=len(val),
+        config=config,
+        extra={"data_fraction": float(data_fraction), "epochs": int(n_epochs)},
+    )
+
+
+def evaluate_model(model: TrainedModel, images, *, forces: bool = True, cache=None, progress: bool = False) -> dict:
+    """Energy and force MAEs of a trained model on labelled images.
+
+    Returns:
+        ``energy_mae`` (eV/image), ``energy_mae_per_atom`` (eV/atom), ``force_mae``,
+        ``force_mae_free`` (eV/A, None without forces), ``n_images``.
+    """
+    images = load_images(images, require_forces=False)
+    fps = featurize_images(images, model.gmp_params, derivatives=forces, cache=cache, progress=progress)
+    packed = pack_images(images, fps, jacobian=forces)
+    del fps
+    if packed.forces is None:
+        forces_pred = False
+    else:
+        forces_pred = forces
+    sp = model.scaled_pack(packed)
+    energies, force = predict_pack(model.network, sp, model.target_scaler.scale, forces=forces_pred)
+    metrics = error_metrics(sp, energies, force, prefix="")
+    metrics["n_images"] = len(images)
+    return metrics
+
+
+def _fit(
+    config: TrainConfig,
+    network: SingleNN,
+    train_sp: ScaledPack,
+    val_sp: ScaledPack,
+    tscaler: TargetScaler,
+    n_epochs: int,
+    forces_on: bool,
+    progress: bool,
+    t_start: float,
+) -> tuple[list[dict], list[float]]:
+    packed: PackedImages = train_sp.packed
+    n = packed.n_images
+    scale = tscaler.scale
+    use_force_loss = forces_on and config.force_coefficient > 0
+    # foreach: one fused update over all parameter tensors (torch uses it by default only on CUDA).
+    optimizer = torch.optim.Adam(
+        network.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
+    )
+    scheduler = _make_scheduler(config, optimizer)
+    generator = torch.Generator().manual_seed(int(config.seed))
+    free_only = config.force_loss_atoms == "free"
+    network.set_detached_batch_stats(
+        config.batchnorm_stats == "detached" or (config.batchnorm_stats == "auto" and use_force_loss)
+    )
+    curve: list[dict] = []
+    epoch_times: list[float] = []
+    best_loss = math.inf  # best epoch loss so far, or the untrained model's first batch loss
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=n_epochs, desc="training", unit="epoch", leave=False)
+
+    def diverged(epoch: int, why: str):
+        last = dict(curve[-1]) if curve else None
+        if bar is not None:
+            bar.close()
+        return TrainingDiverged(
+            f"training diverged at epoch {epoch}: {why} (lr={config.lr:g}); lower the learning rate "
+            "or the force coefficient",
+            epoch=epoch,
+            last_metrics=last,
+        )
+
+    for epoch in range(1, n_epochs + 1):
+        t_epoch, c_epoch = time.perf_counter(), time.process_time()
+        lr = optimizer.param_groups[0]["lr"]
+        network.train()
+        order = torch.randperm(n, generator=generator).tolist()
+        sums = dict(e=0.0, e_atom=0.0, f=0.0, f_free=0.0, loss=0.0)
+        counts = dict(f=0, f_free=0, batches=0)
+        for start in range(0, n, config.batch_size):
+            images = order[start : start + config.batch_size]
+            out = run_batch(network, train_sp, images, forces=use_force_loss, create_graph=True)
+            image_index = torch.as_tensor(images, device=out.energy.device)
+            e_err = out.energy - train_sp.energy_target[image_index]
+            if tscaler.per_atom_loss:
+                loss_e = _loss_term(e_err / out.n_atoms, config.loss)
+            else:
+                loss_e = _loss_term(e_err, config.loss)
+            loss = loss_e
+            if use_force_loss:
+                f_err = out.forces - train_sp.force_target[out.atoms]
+                free = packed.free[out.atoms]
+                loss_f = _loss_term(f_err[free] if free_only else f_err, config.loss)
+                loss = 0.5 * (loss_e + config.force_coefficient * loss_f)
+            else:
+                loss = 0.5 * loss_e
+            if not torch.isfinite(loss):
+                raise diverged(epoch, "the loss became NaN/inf")
+            if epoch == 1 and start == 0:
+                best_loss = float(loss.detach())
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            with torch.no_grad():
+                abs_e = e_err.detach().abs() * scale
+                sums["e"] += float(abs_e.sum())
+                sums["e_atom"] += float((abs_e / out.n_atoms).sum())
+                sums["loss"] += float(loss.detach())
+                counts["batches"] += 1
+                if use_force_loss:
+                    abs_f = f_err.detach().abs() * scale
+                    sums["f"] += float(abs_f.sum())
+                    counts["f"] += abs_f.numel()
+                    free_f = abs_f[packed.free[out.atoms]]
+                    sums["f_free"] += float(free_f.sum())
+                    counts["f_free"] += free_f.numel()
+        if scheduler is not None:
+            scheduler.step()
+        epoch_loss = sums["loss"] / max(counts["batches"], 1)
+        if not math.isfinite(epoch_loss):
+            raise diverged(epoch, "the loss became NaN/inf")
+        if epoch_loss > config.divergence_factor * best_loss:
+            raise diverged(
+                epoch, f"the training loss blew up to {epoch_loss:.3g} (best so far {best_loss:.3g})"
+            )
+        best_loss = min(best_loss, epoch_loss)
+        energies, forces = predict_pack(
+            network, val_sp, scale, forces=forces_on and val_sp.packed.has_jacobian, batch_size=config.eval_batch_size
+        )
+        val_metrics = error_metrics(val_sp, energies, forces, prefix="val_")
+        if not all(v is None or math.isfinite(v) for v in val_metrics.values()):
+            raise diverged(epoch, "validation predictions became NaN/inf")
+        now = time.perf_counter()
+        epoch_times.append(now - t_epoch)
+        record = {
+            "epoch": epoch,
+            "train_energy_mae": sums["e"] / n,
+            "train_energy_mae_per_atom": sums["e_atom"] / n,
+            "val_energy_mae": val_metrics["val_energy_mae"],
+            "val_energy_mae_per_atom": val_metrics["val_energy_mae_per_atom"],
+            "train_force_mae": sums["f"] / counts["f"] if counts["f"] else None,
+            "train_force_mae_free": sums["f_free"] / counts["f_free"] if counts["f_free"] else None,
+            "val_force_mae": val_metrics["val_force_mae"],
+            "val_force_mae_free": val_metrics["val_force_mae_free"],
+            "train_loss": epoch_loss,
+            "lr": lr,
+            "epoch_time": now - t_epoch,
+            "epoch_cpu_time": time.process_time() - c_epoch,
+            "wall_time": now - t_start,
+        }
+        curve.append(record)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(val_E=f"{record['val_energy_mae']:.3g} eV")
+    if bar is not None:
+        bar.close()
+    return curve, epoch_times

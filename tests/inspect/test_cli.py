@@ -1,0 +1,84 @@
+"""``mfbo inspect`` through the real CLI in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+
+import pytest
+
+from mfbo.inspect import snapshot_study_dir
+from tests.inspect.inspect_helpers import run_mfbo
+
+
+def test_inspect_help_and_missing_directory(tmp_path, capsys):
+    import argparse
+
+    from mfbo.inspect._cli import register
+
+    parser = argparse.ArgumentParser(prog="mfbo")
+    register(parser.add_subparsers())
+    with pytest.raises(SystemExit):
+        parser.parse_args(["inspect", "--help"])
+    assert "--json" in capsys.readouterr().out
+    r = run_mfbo("inspect", str(tmp_path / "nope"))
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("mfbo inspect: error:") and "nope" in lines[0]
+    assert "Traceback" not in r.stderr
+
+
+def test_snapshot_is_consistent_while_a_writer_is_active(tmp_path):
+    study = tmp_path / "study"
+    (study / "results").mkdir(parents=True)
+    db = study / "study.db"
+    writer = sqlite3.connect(db)
+    writer.execute("PRAGMA journal_mode=WAL")
+    writer.execute("CREATE TABLE trials (id INTEGER, value REAL)")
+    writer.executemany("INSERT INTO trials VALUES (?, ?)", [(i, i * 0.5) for i in range(10)])
+    writer.commit()
+    # An open, uncommitted transaction and a half-written result file must not leak into the snapshot.
+    writer.execute("INSERT INTO trials VALUES (99, 0.0)")
+    (study / "results" / "trial_1.json").write_text('{"status": "completed"}')
+    (study / "results" / "trial_2.json.tmp").write_text('{"status": "compl')
+    snap = snapshot_study_dir(study, tmp_path / "snap")
+    rows = sqlite3.connect(snap / "study.db").execute("SELECT COUNT(*), MAX(id) FROM trials").fetchone()
+    assert rows == (10, 9)
+    assert (snap / "results" / "trial_1.json").exists()
+    assert not (snap / "results" / "trial_2.json.tmp").exists()
+    writer.rollback()
+    writer.close()
+
+
+def _study_trials(d):
+    from mfbo import Study
+
+    return Study.load(d).trials
+
+
+def test_inspect_a_stored_study_end_to_end(study_report):
+    """``mfbo inspect DIR --out OUT --json`` on a real study: every section, PNG copies, numbers."""
+    from mfbo.inspect import SECTION_IDS
+
+    assert study_report["n_completed"] >= 3
+    numbers = study_report["numbers"]
+    assert set(numbers) == {"summary", "importance", "loo", "fidelity_trust", "prior_posterior", "trials"}
+    assert len(numbers["trials"]["rows"]) == len(_study_trials(study_report["study_dir"]))
+    assert "<section id='trials'>" in study_report["html"].read_text()
+    assert numbers["summary"]["status"]["completed"] == study_report["n_completed"]
+    assert numbers["loo"]["available"] and 0.0 <= numbers["loo"]["coverage_95"] <= 1.0
+    out = study_report["out"]
+    html = study_report["html"].read_text()
+    for sid in SECTION_IDS:
+        assert f"<section id='{sid}'>" in html, sid
+        png = (out / "figures" / f"{sid}.png").read_bytes()
+        assert png.startswith(b"\x89PNG\r\n\x1a\n") and len(png) > 2000, sid
+    # Self-contained: every image is a data URI and nothing refers to the network.
+    imgs = re.findall(r"<img [^>]*src='([^']*)'", html)
+    assert len(imgs) == len(SECTION_IDS) and all(s.startswith("data:image/png;base64,") for s in imgs)
+    assert not re.search(r"(src|href)=['\"]https?://", html)
+    assert json.loads((out / "report.json").read_text()) == numbers
+    assert "coverage of nominal 95% intervals" in html
+    # The study directory itself is untouched by the report (it went to --out).
+    assert not (study_report["study_dir"] / "inspect").exists()

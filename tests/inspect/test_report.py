@@ -1,0 +1,138 @@
+"""The report: every section present, figures valid PNGs, numbers sane."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from mfbo.inspect import SECTION_IDS, InspectError, SurrogateView
+
+
+def test_every_figure_is_labelled(view):
+    """One method per section returns a matplotlib Figure with titles, axis labels and legends."""
+    from matplotlib.figure import Figure
+
+    figs = view.figures()
+    assert list(figs) == list(SECTION_IDS)
+    for sid, fig in figs.items():
+        assert isinstance(fig, Figure), sid
+        axes = [ax for ax in fig.axes if ax.get_visible() and ax.get_label() != "<colorbar>"]
+        assert axes, sid
+        titled = bool(fig._suptitle and fig._suptitle.get_text()) or any(ax.get_title() for ax in axes)
+        assert titled, sid
+        for ax in axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), (sid, ax.get_title())
+        assert any(ax.get_legend() is not None for ax in axes) or sid in ("learning_curves", "importance",
+                                                                          "contour"), sid
+    # Units on the axes where they are physical.
+    assert figs["progress"].axes[0].get_xlabel() == "cumulative cost (s)"
+    assert "(eV/atom)" in figs["progress"].axes[0].get_ylabel()
+
+
+def test_loo_coverage_is_reported_and_in_unit_interval(view, stored_run):
+    space, trials, _, _ = stored_run
+    loo = view.loo()
+    assert loo["available"], loo["reason"]
+    assert 0.0 <= loo["coverage_95"] <= 1.0
+    n_configs = len({tuple(sorted(t.params.items())) for t in trials if t.status == "completed"})
+    assert loo["n"] == n_configs
+    covered = [p["covered"] for p in loo["points"]]
+    assert loo["coverage_95"] == pytest.approx(np.mean(covered))
+    for p in loo["points"]:
+        assert p["lower"] <= p["predicted"] <= p["upper"]
+        assert p["covered"] == (p["lower"] <= p["observed"] <= p["upper"])
+    assert f"{loo['coverage_95']:.0%}" in view.plot_loo().axes[0].get_title()
+
+
+def test_prediction_at_observed_points_matches_within_noise(view, stored_run):
+    space, trials, _, _ = stored_run
+    target = [t for t in trials if t.status == "completed" and t.data_fraction == 1.0 and t.epochs == 27]
+    assert target
+    mean, sd = view.predict([t.params for t in target], {"data_fraction": 1.0, "epochs": 27})
+    obs = np.array([t.curve[-1] for t in target])
+    assert np.all(sd > 0)
+    # In the GP's own (latent) units: residual against posterior sd combined with the learned noise.
+    latent_mean, latent_sd = view._model.latent([t.params for t in target], 1.0, 27)
+    noise = view._model.noise_sd()
+    z = (view._model.to_latent(obs) - latent_mean) / np.sqrt(latent_sd**2 + noise**2)
+    assert np.all(np.abs(z) < 3.0), z
+    # And plainly: within 5% in objective units (the synthetic noise is 1%).
+    assert np.all(np.abs(mean - obs) / obs < 0.05)
+    # Scalar form.
+    m1, s1 = view.predict(target[0].params)
+    assert m1 == pytest.approx(mean[0]) and s1 == pytest.approx(sd[0])
+
+
+def test_summary_and_importance(view):
+    s = view.summary()
+    assert s["n_trials"] == len(view.trials) and s["status"]["failed"] == 1
+    assert s["model"]["botorch_model"] == "SingleTaskMultiFidelityGP"
+    imp = view.importance()
+    assert set(imp["sobol_total"]) == {"x", "lr", "layers", "act"}
+    # The synthetic function depends most on x (quadratic, range 0.29) and not at all on... lr only weakly.
+    assert max(imp["sobol_total"], key=imp["sobol_total"].get) == "x"
+    assert imp["sobol_total"]["lr"] < imp["sobol_total"]["x"]
+    assert all(v > 0 for v in imp["inverse_lengthscale"].values())
+
+
+def test_prior_posterior_covers_exactly_the_parameters_with_a_prior(view):
+    pp = view.prior_posterior()
+    assert set(pp["parameters"]) == {"x", "lr"} and pp["joint"]
+    for d in pp["parameters"].values():
+        for which in ("prior", "posterior"):
+            assert math.isclose(sum(d[which]["prob"]), 1.0, rel_tol=1e-9)
+    # The prior centres x at 0.35: its mode must be there.
+    prior_x = pp["parameters"]["x"]["prior"]
+    mode = prior_x["values"][int(np.argmax(prior_x["prob"]))]
+    assert abs(mode - 0.35) < 0.08
+
+
+def test_view_without_completed_trials_is_a_clear_error(stored_run):
+    space, trials, surrogate, _ = stored_run
+    failed = [t for t in trials if t.status != "completed"]
+    with pytest.raises(InspectError, match="no completed trial"):
+        SurrogateView(space, failed, surrogate)
+    with pytest.raises(InspectError, match="predict"):
+        SurrogateView(space, trials, object())
+
+
+class _PredictOnly:
+    """A surrogate with nothing but predict (an analytic stand-in, no GP): the view must degrade, not fail."""
+
+    def predict(self, configs, data_fraction, epochs):
+        m = np.array([0.1 + (c["x"] - 0.3) ** 2 + 0.2 * (1 - data_fraction) + 1.0 / epochs for c in configs])
+        return m, np.full(len(m), 0.01)
+
+
+def test_a_predict_only_surrogate_still_gives_a_report(stored_run):
+    space, trials, _, prior = stored_run
+    v = SurrogateView(space, trials, _PredictOnly(), prior)
+    d = v.to_dict()
+    assert d["loo"]["available"] is False and "BoTorch" in d["loo"]["reason"]
+    assert d["importance"]["inverse_lengthscale"] == {}
+    assert d["importance"]["sobol_total"]["x"] == pytest.approx(1.0, abs=0.02)
+    assert d["prior_posterior"]["joint"] is False and set(d["prior_posterior"]["parameters"]) == {"x", "lr"}
+    assert "not available" in v.plot_loo().axes[0].texts[0].get_text()
+    m, s = v.predict({"x": 0.3, "lr": 1e-3, "layers": 2, "act": "tanh"}, (0.5, 10))
+    assert m == pytest.approx(0.1 + 0.1 + 0.1) and s == pytest.approx(0.01)
+
+
+def test_trials_table_from_ax_summary(stored_run):
+    """With the optimiser's Ax experiment, the trials table is Ax's Summary analysis of it."""
+    import torch
+
+    from mfbo.optimize import MultiFidelityOptimizer
+
+    space, trials, surrogate, _ = stored_run
+    torch.manual_seed(0)
+    opt = MultiFidelityOptimizer(space, seed=0)
+    for t in trials[:4]:
+        opt.tell(opt.attach(t.params, t.data_fraction, t.epochs), t.curve, t.cost)
+    v = SurrogateView(space, opt.trials, surrogate, experiment=opt.experiment)
+    tt = v.trials_table()
+    assert tt["source"] == "ax.analysis.Summary" and len(tt["rows"]) == 4
+    col = tt["columns"].index("trial_index")
+    assert [r[col] for r in tt["rows"]] == [0, 1, 2, 3]
+    assert SurrogateView(space, trials, surrogate).trials_table()["source"] == "mfbo"

@@ -1,0 +1,83 @@
+"""The benchmark runner: scoring logic on hand-made runs, and one tiny end-to-end run through its CLI."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+RUN_PY = Path(__file__).resolve().parents[2] / "analysis" / "benchmarks" / "run.py"
+
+
+@pytest.fixture(scope="module")
+def run_mod():
+    spec = importlib.util.spec_from_file_location("mfbo_bench_run", RUN_PY)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_regret_on_grid_and_cost_to_target(run_mod):
+    rec = {"cost_ffe": [0.5, 1.0, 2.5], "regret": [3.0, 0.4, 0.05]}
+    grid = np.array([0.0, 0.5, 0.9, 1.0, 3.0])
+    assert run_mod.regret_on_grid(rec, grid, r0=10.0).tolist() == [10.0, 3.0, 3.0, 0.4, 0.05]
+    assert run_mod.cost_to_target(rec, 0.5) == 1.0
+    assert run_mod.cost_to_target(rec, 0.05) == 2.5
+    assert run_mod.cost_to_target(rec, 0.01) == math.inf
+
+
+def _rec(method, seed, costs, regrets):
+    return {"problem": "p", "method": method, "seed": seed, "cost_ffe": costs, "regret": regrets,
+            "final_regret": regrets[-1], "final_cost_ffe": costs[-1], "wall_s": 1.0, "cpu_s": 1.0,
+            "n_trials": len(costs), "target_fidelity_share": 0.5, "error": None}
+
+
+def test_summary_medians_and_ratios(run_mod):
+    r0 = 1.0  # thresholds: 5 % -> 0.05, 1 % -> 0.01
+    recs = []
+    for s in range(3):
+        recs.append(_rec("mfbo", s, [1.0, 2.0 + s], [0.5, 0.04]))      # 5 %: 2, 3, 4 -> median 3
+        recs.append(_rec("ax-sf", s, [3.0, 6.0 + s], [0.5, 0.04]))     # 5 %: 6, 7, 8 -> median 7
+        recs.append(_rec("random", s, [5.0, 10.0], [0.5, 0.3]))       # never
+    summary = run_mod.summarise(recs, {"p": 10.0}, {"p": r0})["p"]
+    mf, ax = summary["methods"]["mfbo"], summary["methods"]["ax-sf"]
+    assert mf["cost_to_target_5pct_median"] == 3.0 and ax["cost_to_target_5pct_median"] == 7.0
+    assert mf["reached_1pct"] == 0.0 and summary["methods"]["random"]["reached_5pct"] == 0.0
+    ratios = summary["ratios"]["5pct"]
+    assert ratios["vs_best_baseline"] == {"baseline": "ax-sf", "ratio": pytest.approx(3 / 7), "bound": "="}
+    # random never reached the target within the budget of 10 FFE: the ratio is an upper bound
+    assert ratios["vs_random"] == {"baseline": "random", "ratio": pytest.approx(0.3), "bound": "<="}
+    assert ratios["vs_random"]["ratio"] > 0
+    assert summary["ratios"]["1pct"]["vs_best_baseline"]["ratio"] == math.inf
+    assert mf["regret_median"][0] == r0 and mf["regret_median"][-1] == pytest.approx(0.04)
+
+
+def test_cli_end_to_end(tmp_path):
+    out = tmp_path / "res"
+    cmd = [sys.executable, str(RUN_PY), "--problems", "hartmann6_mf", "--methods", "random", "hyperband",
+           "--seeds", "2", "--budget", "hartmann6_mf=2", "--jobs", "2", "--out", str(out)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "hartmann6_mf" in proc.stdout and "hyperband" in proc.stdout
+    data = json.loads((out / "results.json").read_text())
+    ps = data["problems"]["hartmann6_mf"]
+    assert set(ps["methods"]) == {"random", "hyperband"}
+    assert ps["initial_design_regret"] > 1.0 and ps["budget_ffe"] == 2.0
+    for m in ps["methods"].values():
+        assert m["n_runs"] == 2 and m["n_failed"] == 0
+        assert len(m["regret_median"]) == len(ps["cost_grid_ffe"])
+        assert all(a >= b - 1e-12 for a, b in zip(m["regret_q75"], m["regret_median"]))
+        assert 2.0 <= m["cost_spent_median_ffe"] < 3.0
+    runs = data["runs"]
+    assert len(runs) == 4 and all(r["regret"] and min(r["regret"]) >= 0 for r in runs)
+    assert (out / "hartmann6_mf.png").stat().st_size > 10_000
+    assert len(list((out / "runs").rglob("seed*.json"))) == 4
+    # a rerun reuses the stored runs and only rebuilds the summary
+    proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc2.returncode == 0 and "runs in" not in proc2.stderr

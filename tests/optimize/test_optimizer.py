@@ -1,0 +1,262 @@
+"""MultiFidelityOptimizer and mfbo.minimize: behaviour on small, fast problems (few restarts, few raw samples)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from mfbo.errors import ConfigError, OptimizerError
+from mfbo.optimize import MultiFidelityOptimizer, SearchSpace, minimize, trace_epochs
+
+# Small acquisition settings keep every model-based ask well under a second on one core.
+FAST = {"raw_samples": 64, "num_restarts": 1, "trace_points": 3, "max_gp_points": 60, "n_initial": 4}
+
+SPACE = {
+    "x": {"type": "float", "bounds": [0.0, 1.0]},
+    "lr": {"type": "float", "bounds": [1e-4, 1e-1], "scale": "log"},
+    "act": {"type": "categorical", "choices": ["tanh", "silu"]},
+    "data_fraction": {"type": "fidelity", "bounds": [0.05, 1.0], "target": 1.0},
+    "epochs": {"type": "fidelity", "bounds": [1, 20], "target": 20},
+}
+
+
+def toy_value(p, frac=1.0, epochs=20):
+    """A two-fidelity toy: asymptote depends on the design, worsens at small fractions; curve decays in epochs."""
+    a = (p["x"] - 0.3) ** 2 + 0.05 * (math.log10(p["lr"]) + 2.5) ** 2 + (0.1 if p["act"] == "tanh" else 0.0)
+    a += 0.2 * (1.0 - frac)
+    return [a + 0.5 * (t ** -0.7 - 20 ** -0.7) for t in range(1, epochs + 1)]
+
+
+def toy(p, frac, epochs):
+    return {"curve": toy_value(p, frac, epochs), "cost": 10.0 * frac * epochs / 20}
+
+
+toy.full_fidelity_cost = 10.0
+
+
+class UpperBound:
+    """Constraint x + 10 * lr <= 0.6 (a stand-in with the Constraint interface)."""
+
+    def is_satisfied(self, configs):
+        return np.array([c["x"] + 10 * c["lr"] <= 0.6 for c in configs], dtype=bool)
+
+
+def _run(opt, fn, n):
+    for _ in range(n):
+        (c,) = opt.ask(1)
+        out = fn(c.params, c.data_fraction, c.epochs)
+        opt.tell(c.trial_index, out["curve"], out["cost"])
+
+
+def test_trace_epochs_are_log_spaced_and_end_at_last():
+    eps = trace_epochs(81, 5)
+    assert eps[-1] == 81 and eps[0] == 1 and len(eps) <= 5
+    assert all(b > a for a, b in zip(eps, eps[1:]))
+    ratios = np.diff(np.log(eps))
+    assert ratios.max() / ratios.min() < 2.5  # roughly geometric
+    assert trace_epochs(1, 5) == [1]
+    assert trace_epochs(30, 1) == [30]
+
+
+def test_cost_model_learns_exponents_from_wall_times():
+    from mfbo.optimize import LogLinearCostModel
+
+    rng = np.random.default_rng(0)
+    X = np.column_stack([rng.random(40), rng.uniform(0.05, 1, 40), rng.uniform(0.01, 1, 40)])
+    cost = 3.0 * X[:, 1] ** 0.7 * X[:, 2] * np.exp(1.5 * X[:, 0])
+    m = LogLinearCostModel(n_design=1, fidelity_cols=[1, 2], ridge=1e-3).fit(X, cost)
+    assert m.coef[1] == pytest.approx(0.7, abs=0.02) and m.coef[2] == pytest.approx(1.0, abs=0.02)
+    assert m.coef[3] == pytest.approx(1.5, abs=0.05)
+    assert np.allclose(m.predict(X), cost, rtol=0.05)
+    import torch
+
+    assert np.allclose(m.module(scale=2.0)(torch.as_tensor(X)).squeeze(-1).numpy(), cost / 2.0, rtol=0.05)
+
+
+def test_minimize_spends_little_at_target_and_beats_initial_design():
+    stop_after = 12
+    result = minimize(toy, SPACE, budget=6.0, seed=1, callback=lambda t, h: t.index >= stop_after,
+                      **FAST)
+    opt = result.optimizer
+    trials = result.trials
+    at_target = [t for t in trials if t.data_fraction == 1.0 and t.epochs == 20]
+    target_ffe = sum(t.cost for t in at_target) / toy.full_fidelity_cost
+    assert result.cost_spent <= 6.0 + 1.0
+    assert target_ffe < 0.5 * 6.0
+    assert result.info["verification"]["status"] == "completed"
+    initial = [t for t in trials if t.metadata.get("source") == "initial"]
+    assert len(initial) == FAST["n_initial"]
+    assert all(t.data_fraction <= 0.3 + 1e-9 and t.epochs <= 6 for t in initial)
+    best_initial = min(toy_value(t.params)[-1] for t in initial)
+    assert toy_value(result.best_params)[-1] < best_initial
+    assert set(result.best_params) == {"x", "lr", "act"}
+    # one history entry per finished trial, cumulative cost non-decreasing
+    assert len(result.history) == len(trials)
+    assert all(b["cost_ffe"] >= a["cost_ffe"] for a, b in zip(result.history, result.history[1:]))
+    # the Ax experiment holds every trial, arm and per-epoch observation
+    exp = opt.experiment
+    assert len(exp.trials) == len(trials)
+    df = exp.lookup_data().full_df
+    for t in trials:
+        ax_trial = exp.trials[t.index]
+        assert ax_trial.status.name == t.status.upper()
+        assert ax_trial.arm.parameters["epochs"] == t.epochs
+        assert (df["trial_index"] == t.index).sum() == len(t.curve)
+
+
+def test_pending_points_are_never_proposed_twice():
+    opt = MultiFidelityOptimizer(SPACE, seed=3, **FAST)
+    _run(opt, toy, 5)
+    batch = opt.ask(3) + opt.ask(2)
+    keys = [tuple(np.round(opt.space.encode([c.params])[0], 9)) for c in batch]
+    assert len(set(keys)) == len(keys)
+    assert all(t.status == "running" for t in opt.trials[-5:])
+    assert sum(t.metadata["source"].startswith("model") for t in opt.trials[-5:]) >= 4
+
+
+def test_failing_objective_call_is_a_failed_trial_in_ax():
+    def flaky(p, frac, epochs):
+        if p["act"] == "tanh":
+            raise RuntimeError("diverged (test)")
+        return toy(p, frac, epochs)
+
+    result = minimize(flaky, SPACE, budget=3.0, seed=0, callback=lambda t, h: t.index >= 7, **FAST)
+    failed = [t for t in result.trials if t.status == "failed"]
+    assert failed and all("diverged (test)" in t.error for t in failed)
+    exp = result.optimizer.experiment
+    for t in failed:
+        assert exp.trials[t.index].status.name == "FAILED"
+        assert "diverged (test)" in exp.trials[t.index].run_metadata["error"]
+    assert result.best_params["act"] == "silu"
+
+
+def test_every_objective_failure_raises_a_clear_error():
+    def broken(p, frac, epochs):
+        raise ValueError("no data")
+
+    from mfbo.errors import ObjectiveError
+
+    with pytest.raises(ObjectiveError, match="no trial completed.*no data"):
+        minimize(broken, SPACE, budget=2.0, seed=0, max_consecutive_failures=3, **FAST)
+
+
+def test_constraints_never_violated():
+    con = UpperBound()
+    opt = MultiFidelityOptimizer(SPACE, seed=5, constraints=[con], **FAST)
+    _run(opt, toy, 7)
+    opt.ask(2)
+    configs = [t.params for t in opt.trials]
+    assert con.is_satisfied(configs).all()
+    assert con.is_satisfied([opt.recommend()]).all()
+
+
+def test_state_dict_round_trip_and_resume():
+    opt = MultiFidelityOptimizer(SPACE, seed=2, **FAST)
+    _run(opt, toy, 5)
+    running = opt.ask(1)[0]
+    bad = opt.ask(1)[0]
+    opt.tell_failed(bad.trial_index, "worker died")
+    state = json.loads(json.dumps(opt.state_dict()))
+    opt2 = MultiFidelityOptimizer.from_state_dict(state)
+    assert [t.to_dict() for t in opt2.trials] == [t.to_dict() for t in opt.trials]
+    assert len(opt2.experiment.trials) == len(opt.trials)
+    assert opt2.experiment.trials[bad.trial_index].status.name == "FAILED"
+    # same data, same seed: the same recommendation up to the GP fit's numerical tolerance
+    r1, r2 = opt.recommend(), opt2.recommend()
+    assert r1["act"] == r2["act"]
+    assert r2["x"] == pytest.approx(r1["x"], abs=0.02) and r2["lr"] == pytest.approx(r1["lr"], rel=0.05)
+    # the restored running trial is still pending: it can be told, and is not proposed again
+    nxt = opt2.ask(1)[0]
+    assert nxt.params != running.params
+    out = toy(running.params, running.data_fraction, running.epochs)
+    opt2.tell(running.trial_index, out["curve"], out["cost"])
+    with pytest.raises(OptimizerError, match="not running"):
+        opt2.tell(running.trial_index, out["curve"], out["cost"])
+
+
+def test_attach_external_trial_and_surrogate_predicts_observations():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(opt, toy, 6)
+    cfg = {"x": 0.3, "lr": 10 ** -2.5, "act": "silu"}
+    idx = opt.attach(cfg, 1.0, 20)
+    out = toy(cfg, 1.0, 20)
+    opt.tell(idx, out["curve"], out["cost"])
+    s = opt.surrogate()
+    mean, sd = s.predict([cfg], 1.0, 20)
+    assert mean.shape == (1,) and sd.shape == (1,)
+    assert abs(mean[0] - out["curve"][-1]) < 0.05 + 2 * sd[0]
+    inv = s.inverse_lengthscales()
+    assert set(inv) == {"x", "lr", "act"} and all(v > 0 for v in inv.values())
+    assert "epochs.power" in s.fidelity_hyperparameters()
+    with pytest.raises(Exception, match="outside bounds"):
+        opt.attach(cfg, 1.0, 50)
+
+
+class CentredPrior:
+    """A sharp prior around x = 0.9 (a stand-in with the Prior interface: log_prob, sample)."""
+
+    def log_prob(self, configs):
+        return np.array([-((c["x"] - 0.9) ** 2) / (2 * 0.05 ** 2) for c in configs])
+
+    def sample(self, n, seed):
+        rng = np.random.default_rng(seed)
+        space = SearchSpace.from_dict(SPACE)
+        out = space.sample(n, seed=seed)
+        for c in out:
+            c["x"] = float(np.clip(rng.normal(0.9, 0.05), 0, 1))
+        return out
+
+
+def test_prior_shapes_initial_design_and_acquisition():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), prior_beta=50.0, **FAST)
+    _run(opt, toy, 6)
+    xs_initial = [t.params["x"] for t in opt.trials[:4]]
+    assert all(abs(x - 0.9) < 0.25 for x in xs_initial)
+    model_x = [c.params["x"] for c in opt.ask(2)]
+    # the optimum is at 0.3, but with a strong, young prior the proposals stay near its mode
+    assert np.mean(np.abs(np.array(model_x) - 0.9)) < 0.3
+
+
+def test_workers_run_asynchronously_without_duplicates():
+    seen = []
+
+    def recorded(p, frac, epochs):
+        seen.append(tuple(sorted(p.items())))
+        return toy(p, frac, epochs)
+
+    result = minimize(recorded, SPACE, budget=2.5, seed=4, workers=2, callback=lambda t, h: t.index >= 7, **FAST)
+    assert len(result.trials) >= 8
+    assert result.info["verification"]["status"] == "completed"
+
+
+def test_bad_arguments_raise_clear_errors():
+    with pytest.raises(ConfigError, match="budget"):
+        minimize(toy, SPACE, budget=0)
+    with pytest.raises(OptimizerError, match="acquisition"):
+        MultiFidelityOptimizer(SPACE, acquisition="nope")
+    with pytest.raises(ConfigError, match="fidelity"):
+        MultiFidelityOptimizer({"x": {"type": "float", "bounds": [0, 1]}})
+    opt = MultiFidelityOptimizer(SPACE)
+    with pytest.raises(OptimizerError, match="unknown trial"):
+        opt.tell(3, [1.0], 1.0)
+    with pytest.raises(OptimizerError, match="nothing to recommend"):
+        opt.recommend()
+
+
+def test_method_dispatches_to_baselines():
+    pytest.importorskip("mfbo.optimize.baselines")
+    result = minimize(toy, SPACE, budget=2.0, seed=0, method="random")
+    assert result.method == "random"
+    assert set(result.best_params) == {"x", "lr", "act"}
+
+
+def test_knowledge_gradient_on_an_epochs_only_space():
+    space = {k: v for k, v in SPACE.items() if k != "data_fraction"}
+    opt = MultiFidelityOptimizer(space, seed=0, acquisition="kg", num_fantasies=4, **FAST)
+    _run(opt, lambda p, f, e: toy(p, 1.0, e), 4)
+    (cand,) = opt.ask(1)
+    assert cand.data_fraction == 1.0 and 1 <= cand.epochs <= 20
+    assert opt.trials[-1].metadata["source"] == "model:kg"

@@ -1,0 +1,66 @@
+"""A quick study end to end through the CLI (real processes, SQLite), and a study whose every trial fails."""
+
+from __future__ import annotations
+
+import json
+
+from tests.study.conftest import run_cli, write_study
+
+
+def test_quick_study_end_to_end(tmp_path):
+    study = write_study(tmp_path / "quick.toml", budget_ffe=0.2, workers=2, options={"delay": 0.02})
+    r = run_cli("run", study, "--no-progress", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    d = tmp_path / "run"
+    assert "finished" in r.stdout
+
+    r = run_cli("status", d, "--json")
+    assert r.returncode == 0, r.stderr
+    st = json.loads(r.stdout)
+    assert st["status"] == "finished"
+    assert st["trials"]["completed"] >= 2 and st["trials"]["running"] == 0
+    assert st["best_so_far"]["value"] > 0
+
+    r = run_cli("best", d, "--json")
+    assert r.returncode == 0, r.stderr
+    best = json.loads(r.stdout)
+    assert set(best) >= {"params", "train_config", "test_metrics", "model_path"}
+    assert set(best["params"]) == {"x", "y"}
+    assert best["fidelity"] == {"data_fraction": 1.0, "epochs": 8}
+    assert len(best["validation_curve"]) == 8
+    # every finished trial has its atomically written result file with versions and the curve
+    files = sorted((d / "results").glob("trial_*.json"))
+    assert len(files) == st["trials"]["completed"] + st["trials"]["failed"]
+    recs = [json.loads(f.read_text()) for f in files]
+    # budget accounting: FFE = fraction x epochs / 8 per trial, each counted once; it stopped once spent,
+    # and the last trial was submitted while less than the budget was spent or pending
+    ffe = sorted((r["data_fraction"] * r["epochs"] / 8 for r in recs), reverse=True)
+    assert abs(st["budget"]["ffe_used"] - sum(ffe)) < 1e-9
+    assert sum(ffe) >= 0.2 and sum(ffe[1:]) < 0.2
+    rec = recs[0]
+    assert {"params", "data_fraction", "epochs", "curve", "cost", "records", "timings", "versions"} <= set(rec)
+    assert {"mfbo", "torch", "ax-platform", "botorch", "numpy", "ase"} <= set(rec["versions"])
+    assert len(rec["curve"]) == rec["epochs"]
+    log = (d / "study.log").read_text()
+    assert "driver started" in log and "study finished" in log
+
+    r = run_cli("status", d)
+    assert r.returncode == 0 and "best so far" in r.stdout
+    # a second `run` on the same output refuses and points to resume
+    r = run_cli("run", study, cwd=tmp_path)
+    assert r.returncode != 0 and "mfbo resume" in r.stderr
+
+
+def test_every_trial_fails_stops_with_reason(tmp_path):
+    study = write_study(tmp_path / "allfail.toml", budget_ffe=5.0, workers=2, options={"always_fail": True},
+                        execution={"max_failure_rate": 0.5, "min_trials_for_failure_rate": 3})
+    r = run_cli("run", study, "--no-progress", cwd=tmp_path)
+    assert r.returncode != 0
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("mfbo run: error:")]
+    assert len(lines) == 1, r.stderr[-2000:]
+    assert "stopped" in lines[0] and "synthetic failure" in lines[0] and "max_failure_rate" in lines[0]
+    st = json.loads(run_cli("status", tmp_path / "run", "--json").stdout)
+    assert st["status"] == "stopped" and "synthetic failure" in st["stop_reason"]
+    assert st["trials"]["completed"] == 0 and 3 <= st["trials"]["failed"] <= 4
+    assert st["trials"]["running"] == 0
+    assert not (tmp_path / "run" / "best.json").exists()
