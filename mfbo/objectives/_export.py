@@ -267,15 +267,20 @@ def load_amptorch_config_py(path, *, resolve: bool = True) -> dict[str, Any]:
     return config
 
 
-def load_amptorch_config_json(path, *, resolve: bool = True) -> dict[str, Any]:
-    """Read an exported ``amptorch_config.json`` (dotted torch names resolved to classes)."""
-    path = Path(path)
+def _read_json(path: Path) -> Any:
+    """Parse a JSON file; an unreadable or invalid file is a ConfigError naming it."""
     try:
-        data = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+
+
+def load_amptorch_config_json(path, *, resolve: bool = True) -> dict[str, Any]:
+    """Read an exported ``amptorch_config.json`` (dotted torch names resolved to classes)."""
+    path = Path(path)
+    data = _read_json(path)
     if not isinstance(data, dict):
         raise ConfigError(f"{path} must hold a JSON object")
     return config_from_jsonable(data, resolve=resolve)
@@ -287,12 +292,7 @@ def load_mfbo_config(path):
     if TrainConfig is None:
         raise ConfigError("loading an mfbo config needs mfbo.training.TrainConfig, which is not available")
     path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc})") from None
+    data = _read_json(path)
     return TrainConfig.from_dict(data)
 
 
