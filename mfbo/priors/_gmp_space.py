@@ -12,8 +12,6 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from mfbo.errors import FingerprintError
 
 __all__ = ["gmp_fp_params", "gmp_sigmas", "n_gmp_features", "GMP_GROUPS_PER_ORDER", "GMP_HYPERPARAMETERS"]
@@ -81,13 +79,12 @@ def gmp_sigmas(sigma_min: float, sigma_max: float, n_sigmas: int, spacing: str =
     if not (math.isfinite(hi) and hi > lo):
         raise FingerprintError(f"sigma_max must exceed sigma_min when n_sigmas > 1, got sigma_min={lo}, "
                                f"sigma_max={sigma_max!r}")
-    if spacing == "log":
-        values = np.geomspace(lo, hi, n)
-    elif spacing == "linear":
-        values = np.linspace(lo, hi, n)
-    else:
+    if spacing not in ("log", "linear"):
         raise FingerprintError(f"sigma_spacing must be 'log' or 'linear', got {spacing!r}")
-    return [round(float(v), 10) for v in values]
+    # The trainer's grid, so priors, export and training agree on sigmas and cache keys.
+    from mfbo.training._config import make_sigmas
+
+    return make_sigmas(lo, hi, n, spacing)
 
 
 def gmp_fp_params(params: Mapping[str, Any], base: Mapping[str, Any] | None = None) -> tuple[str, dict]:
