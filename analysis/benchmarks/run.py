@@ -164,6 +164,9 @@ def regret_on_grid(rec: dict, grid: np.ndarray, r0: float) -> np.ndarray:
     if rec.get("timed_out"):
         # A run stopped by --run-timeout says nothing about costs it never reached.
         out[grid > costs[-1] + 1e-12] = np.nan
+    else:
+        # Nor does a run about costs past its own budget (baselines may run longer than mfbo).
+        out[grid > max(costs[-1], _float(rec.get("budget_ffe", math.inf))) + 1e-12] = np.nan
     return out
 
 
@@ -192,15 +195,21 @@ def summarise(records: list[dict], budgets: dict, r0s: dict) -> dict:
     for problem in sorted({r["problem"] for r in records}):
         recs = [r for r in records if r["problem"] == problem]
         budget = budgets[problem]
+        method_budget = {m: max(_float(r.get("budget_ffe", budget)) for r in recs if r["method"] == m)
+                         for m in {r["method"] for r in recs}}
         r0 = r0s[problem]
-        grid = np.linspace(0.0, budget, 121)
-        pout: dict[str, Any] = {"budget_ffe": budget, "initial_design_regret": r0,
+        top = max([budget, *method_budget.values()])
+        # linear up to the common budget, then geometric (plots use a log cost axis past it)
+        grid = np.unique(np.concatenate([np.linspace(0.0, budget, 121), np.geomspace(0.01, top, 161)]))
+        pout: dict[str, Any] = {"budget_ffe": budget, "method_budget_ffe": method_budget,
+                                "initial_design_regret": r0,
                                 "thresholds": {k: f * r0 for k, f in TARGETS.items()},
                                 "cost_grid_ffe": grid.tolist(), "methods": {}}
         for method in sorted({r["method"] for r in recs}):
             mr = sorted((r for r in recs if r["method"] == method), key=lambda r: r["seed"])
             ok = [r for r in mr if not r.get("error")]
             m: dict[str, Any] = {"n_runs": len(mr), "n_failed": len(mr) - len(ok),
+                                 "budget_ffe": method_budget[method],
                                  "errors": sorted({r["error"] for r in mr if r.get("error")})}
             if ok:
                 R = np.array([regret_on_grid(r, grid, r0) for r in ok])
@@ -220,7 +229,7 @@ def summarise(records: list[dict], budgets: dict, r0s: dict) -> dict:
                 # Median regret at a few fixed costs (NaN where fewer than half the runs got there).
                 m["regret_median_at_ffe"] = {
                     f"{c:g}": float(stats[0.5][np.searchsorted(grid, c, side="right") - 1])
-                    for c in (0.5, 1, 2, 5, 10, 20, 30, 50, 100) if c <= budget}
+                    for c in (0.5, 1, 2, 5, 10, 20, 30, 50, 100, 300, 1000) if c <= top}
                 m["final_regret"] = [r["final_regret"] for r in ok]
                 m["final_regret_median"] = float(np.median(m["final_regret"]))
                 for key, frac in TARGETS.items():
@@ -244,8 +253,8 @@ def summarise(records: list[dict], budgets: dict, r0s: dict) -> dict:
 def _ratios(methods: dict, budget: float) -> dict:
     """mfbo's median cost-to-target over the best baseline's and random search's.
 
-    A baseline that never reaches the target within the budget has cost-to-target > budget, so the
-    ratio is reported as an upper bound (``"<="``) computed with the budget in its place.
+    A baseline that never reaches the target within its budget has cost-to-target > that budget, so the
+    ratio is reported as an upper bound (``"<="``) computed with the baseline's budget in its place.
     """
     res: dict[str, Any] = {}
     if "mfbo" not in methods or "cost_to_target_5pct_median" not in methods["mfbo"]:
@@ -266,7 +275,9 @@ def _ratios(methods: dict, budget: float) -> dict:
                 elif math.isfinite(b):
                     entry[label] = {"baseline": name, "ratio": mf / b, "bound": "="}
                 else:
-                    entry[label] = {"baseline": name, "ratio": mf / budget, "bound": "<="}
+                    b_budget = _float(methods[name].get("budget_ffe", budget))
+                    entry[label] = {"baseline": name, "ratio": mf / b_budget, "bound": "<=",
+                                    "baseline_budget_ffe": b_budget}
         res[key] = entry
     return res
 
@@ -302,11 +313,15 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
             ax1.axhline(thr, ls="--", lw=0.8, color="k")
             ax1.text(grid[-1], thr, f" {key}", va="center", fontsize=8)
         ax1.set_yscale("log")
+        wide = grid[-1] > 1.5 * ps["budget_ffe"]
+        if wide:  # baselines ran far past mfbo's budget: a log cost axis keeps both readable
+            ax1.set_xscale("log")
+            ax1.set_xlim(0.05, grid[-1])
         ax1.set_xlabel("cumulative cost [full-fidelity equivalents]")
         ax1.set_ylabel("simple regret at target fidelity")
         ax1.set_title(f"{problem}: median and quartiles over seeds")
         ax1.legend(fontsize=8)
-        budget = ps["budget_ffe"]
+        budget = max([ps["budget_ffe"], *ps.get("method_budget_ffe", {}).values()])
         for j, name in enumerate(names):
             m = ps["methods"][name]
             for k, (key, marker) in enumerate((("5pct", "o"), ("1pct", "s"))):
@@ -324,6 +339,8 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
         ax2.text(len(names) - 0.5, budget * 1.08, " not\n reached", fontsize=7, va="center")
         ax2.set_xticks(range(len(names)), names, rotation=30, fontsize=8)
         ax2.set_xlim(-0.6, len(names) + 0.2)
+        if wide:
+            ax2.set_yscale("log")
         ax2.set_ylabel("cost-to-target [FFE] (bar: median)")
         ax2.set_title("cost-to-target: o 5 %, s 1 % of initial regret", fontsize=9)
         fig.tight_layout()
@@ -349,6 +366,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", type=int, default=10, help="seeds 0..N-1")
     ap.add_argument("--budget", nargs="*", default=[], metavar="PROBLEM=FFE",
                     help=f"budget overrides in FFE (defaults {DEFAULT_BUDGETS})")
+    ap.add_argument("--method-budget", nargs="*", default=[], metavar="[PROBLEM:]METHOD=FFE",
+                    help="per-method budget overrides, e.g. random=1000 (cheap baselines run far past mfbo's "
+                         "budget so that their cost-to-target is measured, not bounded)")
     ap.add_argument("--method-options", default="{}",
                     help='JSON {"method": {option: value}} passed to the method, e.g. {"ax-sf": {"method": "fast"}}')
     ap.add_argument("--yahpo-data", default=None, help="YAHPO Gym data folder (default $MFBO_YAHPO_DATA or "
@@ -365,6 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     for item in args.budget:
         name, _, val = item.partition("=")
         budgets[name] = float(val)
+    method_budgets: dict[tuple[str, str], float] = {}
+    for item in args.method_budget:
+        key, _, val = item.partition("=")
+        prob_name, _, meth = key.rpartition(":")
+        for p in ([prob_name] if prob_name else args.problems):
+            method_budgets[(p, meth)] = float(val)
+
+    def budget_of(problem: str, method: str) -> float:
+        return method_budgets.get((problem, method), budgets[problem])
+
     method_options = json.loads(args.method_options)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
@@ -379,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
                 path = out / "runs" / problem / method / f"seed{seed}.json"
                 if path.exists() and not args.force:
                     rec = json.loads(path.read_text())
-                    if _float(rec.get("budget_ffe")) == budgets[problem] or args.summarise_only:
+                    if _float(rec.get("budget_ffe")) == budget_of(problem, method) or args.summarise_only:
                         records.append(rec)
                         continue
                 if not args.summarise_only:
@@ -390,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
     if todo:
         t0 = time.perf_counter()
         with ProcessPoolExecutor(max_workers=max(args.jobs, 1)) as pool:
-            futs = {pool.submit(run_one, p, m, s, budgets[p], pkw(p), method_options.get(m, {}),
+            futs = {pool.submit(run_one, p, m, s, budget_of(p, m), pkw(p), method_options.get(m, {}),
                                  args.run_timeout): path
                     for p, m, s, path in todo}
             for fut in tqdm(as_completed(futs), total=len(futs), desc="runs", file=sys.stderr):
@@ -399,7 +429,8 @@ def main(argv: list[str] | None = None) -> int:
                     rec = fut.result()
                 except Exception as exc:  # noqa: BLE001 - e.g. a worker process died; record, go on
                     problem, method, seed = path.parts[-3], path.parts[-2], int(path.stem[4:])
-                    rec = {"problem": problem, "method": method, "seed": seed, "budget_ffe": budgets[problem],
+                    rec = {"problem": problem, "method": method, "seed": seed,
+                           "budget_ffe": budget_of(problem, method),
                            "wall_s": math.nan, "cpu_s": math.nan, "error": f"{type(exc).__name__}: {exc}",
                            "timed_out": False}
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -420,7 +451,9 @@ def main(argv: list[str] | None = None) -> int:
 
     meta = {"command": " ".join([Path(sys.argv[0]).name] + (argv if argv is not None else sys.argv[1:])),
             "mfbo_version": mfbo.__version__, "python": platform.python_version(), "seeds": args.seeds,
-            "budgets_ffe": {p: budgets[p] for p in problems}, "targets": TARGETS,
+            "budgets_ffe": {p: budgets[p] for p in problems},
+            "method_budgets_ffe": {f"{p}:{m}": b for (p, m), b in method_budgets.items() if p in problems},
+            "targets": TARGETS,
             "definitions": {
                 "regret": "value_at_target(recommendation) - optimum_value (noise-free)",
                 "initial_design_regret": "median regret of 1024 scrambled-Sobol configurations",

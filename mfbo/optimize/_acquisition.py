@@ -5,7 +5,8 @@ target fidelity:
 
 - ``"gibbon"`` (default): ``qMultiFidelityLowerBoundMaxValueEntropy`` - GIBBON's lower bound on the
   information a point carries about the maximum at target fidelity. Cheap and smooth, so it is scored on
-  a large pool of raw points and refined by a few L-BFGS-B restarts. Pending points enter through
+  a large pool of raw points and refined by a local search around the best rows (or L-BFGS-B restarts,
+  ``refine="gradient"``). Pending points enter through
   GIBBON's batch term (``X_pending``).
 - ``"kg"``: ``qMultiFidelityKnowledgeGradient`` (one-shot, fantasies), the classical choice of Wu et al.
   2019; pending points are fantasised. Several times slower.
@@ -34,6 +35,28 @@ def _projector(encoder: FidelityEncoder):
     return partial(project_to_target_fidelity, target_fidelities=encoder.target_fidelities, d=encoder.dim)
 
 
+# Perturbation scales (unit-cube units) of the successive local-search rounds, and points per anchor.
+_LOCAL_SCALES = (0.15, 0.05, 0.015)
+_LOCAL_PER_ANCHOR = 48
+
+
+def _perturb(anchors: np.ndarray, scale: float, encoder: FidelityEncoder, rng: np.random.Generator) -> np.ndarray:
+    """``(k * _LOCAL_PER_ANCHOR, dim)`` rounded rows: Gaussian steps around ``(k, dim)`` anchors, in bounds.
+
+    Fidelity columns move in log space (relative steps), so cheap levels are explored as finely as dear ones.
+    """
+    lo, hi = encoder.bounds()
+    X = np.repeat(anchors, _LOCAL_PER_ANCHOR, axis=0)
+    step = rng.normal(0.0, scale, X.shape)
+    design = np.ones(X.shape[1], dtype=bool)
+    design[list(encoder.fidelity_cols)] = False
+    X[:, design] += step[:, design] * (hi - lo)[design]
+    for col in encoder.fidelity_cols:
+        span = np.log(hi[col]) - np.log(lo[col])
+        X[:, col] = np.exp(np.log(np.maximum(X[:, col], lo[col])) + step[:, col] * span)
+    return encoder.round(np.clip(X, lo, hi))
+
+
 def _batched(acq, X: torch.Tensor, chunk: int = 512) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat([acq(X[i: i + chunk].unsqueeze(-2)) for i in range(0, len(X), chunk)])
@@ -42,7 +65,8 @@ def _batched(acq, X: torch.Tensor, chunk: int = 512) -> torch.Tensor:
 def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, raw: np.ndarray,
                      candidate_set: np.ndarray, X_pending: np.ndarray | None, *, num_restarts: int = 2,
                      maxiter: int = 25, num_fantasies: int = 16, current_value: float | None = None,
-                     start_weights: np.ndarray | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+                     start_weights: np.ndarray | None = None, seed: int = 0,
+                     refine: str = "local") -> tuple[np.ndarray, np.ndarray]:
     """Score and refine candidate rows.
 
     Args:
@@ -53,12 +77,15 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
         raw: ``(n_raw, dim)`` rounded raw rows to score (gibbon) / to seed restarts from (kg).
         candidate_set: ``(m, dim)`` rows discretising the design space for max-value sampling (gibbon).
         X_pending: ``(p, dim)`` rows of running trials, or None.
-        num_restarts: gradient-based restarts.
-        maxiter: L-BFGS-B iterations per restart.
+        num_restarts: anchors of the refinement (gibbon: best-scored rows; kg: gradient restarts).
+        maxiter: L-BFGS-B iterations per restart (gradient refinement).
         num_fantasies: fantasies (kg).
         current_value: max posterior mean at target fidelity (kg).
         start_weights: ``(n_raw,)`` multiplicative weights (prior) used when choosing restart points.
-        seed: torch seed for the acquisition's Monte-Carlo parts.
+        seed: torch seed for the acquisition's Monte-Carlo parts and numpy seed for the local search.
+        refine: gibbon's refinement of the best pool rows: "local" (rounds of shrinking Gaussian
+            perturbations, scored in batches; rounding-aware and several times cheaper) or "gradient"
+            (L-BFGS-B on the relaxed acquisition, then rounding).
     Returns:
         ``(rows, values)``: ``(k, dim)`` rounded rows and their ``(k,)`` acquisition values.
     """
@@ -84,14 +111,23 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
             w = torch.as_tensor(start_weights, dtype=torch.double)
             score = torch.where(score > 0, score * w, score / w)
         k = min(num_restarts, len(traw))
-        starts = traw[torch.topk(score, k).indices].unsqueeze(-2)
-        Xopt, _ = gen_candidates_scipy(starts, acq, lower_bounds=bounds[0], upper_bounds=bounds[1],
-                                       options={"maxiter": maxiter})
-        Xr = torch.as_tensor(encoder.round(Xopt.squeeze(-2).detach().numpy()), dtype=torch.double)
-        vals_opt = _batched(acq, Xr)
-        rows = torch.cat([traw, Xr])
-        values = torch.cat([vals, vals_opt])
-        return rows.numpy(), values.numpy()
+        if refine == "gradient":
+            starts = traw[torch.topk(score, k).indices].unsqueeze(-2)
+            Xopt, _ = gen_candidates_scipy(starts, acq, lower_bounds=bounds[0], upper_bounds=bounds[1],
+                                           options={"maxiter": maxiter})
+            Xr = torch.as_tensor(encoder.round(Xopt.squeeze(-2).detach().numpy()), dtype=torch.double)
+            vals_opt = _batched(acq, Xr)
+            return torch.cat([traw, Xr]).numpy(), torch.cat([vals, vals_opt]).numpy()
+        rows, values = traw.numpy(), vals.numpy()
+        rng = np.random.default_rng(seed)
+        for scale in _LOCAL_SCALES:
+            # Local search around the current best rows, on rounded rows: it respects integer and
+            # categorical columns exactly, which gradient steps on the relaxed acquisition do not.
+            top = np.argsort(-np.where(np.isfinite(values), values, -np.inf))[:k]
+            local = _perturb(rows[top], scale, encoder, rng)
+            lvals = _batched(acq, torch.as_tensor(local, dtype=torch.double)).numpy()
+            rows, values = np.vstack([rows, local]), np.concatenate([values, lvals])
+        return rows, values
     if kind == "kg":
         from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient
         from botorch.optim import optimize_acqf

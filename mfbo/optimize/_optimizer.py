@@ -59,6 +59,11 @@ class MultiFidelityOptimizer:
         refit_every: hyperparameters are fitted from scratch every this many new completed trials and
             warm-started (``warm_maxiter`` L-BFGS-B iterations) in between.
         warm_maxiter: iterations of a warm-started fit.
+        hyper_every: between fresh fits, hyperparameters are re-optimised (warm-started) every this many
+            new completed trials; in between, the model is conditioned on the new data with the previous
+            hyperparameters (they move little from one trial to the next, and the fit dominates the cost).
+        fresh_maxiter: iterations of a fresh fit.
+        refine: GIBBON's pool refinement, "local" (default) or "gradient" (see ``acquisition_pool``).
     """
 
     def __init__(self, space: SearchSpace | Mapping, *, seed: int = 0, prior: Any = None,
@@ -66,7 +71,8 @@ class MultiFidelityOptimizer:
                  cost_model: Any = None, prior_beta: float = 10.0, trace_points: int = 5,
                  max_gp_points: int = 250, raw_samples: int = 512, num_restarts: int = 2,
                  num_fantasies: int = 16, initial_fidelity: float = 0.3, cost_overhead: float = 0.05,
-                 refit_every: int = 10, warm_maxiter: int = 40):
+                 refit_every: int = 10, warm_maxiter: int = 40, hyper_every: int = 3,
+                 fresh_maxiter: int = 100, refine: str = "local"):
         self.space = SearchSpace.from_dict(space)
         if not self.space.fidelity_parameters:
             raise SearchSpaceError("MultiFidelityOptimizer needs a fidelity parameter (data_fraction and/or "
@@ -96,6 +102,12 @@ class MultiFidelityOptimizer:
         self.cost_overhead = float(cost_overhead)
         self.refit_every = int(refit_every)
         self.warm_maxiter = int(warm_maxiter)
+        self.hyper_every = max(1, int(hyper_every))
+        self.fresh_maxiter = int(fresh_maxiter)
+        if refine not in ("local", "gradient"):
+            raise OptimizerError(f"refine must be 'local' or 'gradient', got {refine!r}")
+        self.refine = refine
+        self._hyper_at = 0
         self._trials: dict[int, Trial] = {}
         self._n_asked = 0
         self._initial_used = 0
@@ -228,12 +240,24 @@ class MultiFidelityOptimizer:
         X, y = training_rows(self.encoder, completed, self.trace_points, self.max_gp_points)
         if len(y) < 2:
             raise OptimizerError("fewer than two finite observations; cannot fit the surrogate")
-        # Warm-started short fits between periodic fresh fits (every `refit_every` completed trials).
-        fresh = self._warm_state is None or len(completed) - self._fresh_at >= self.refit_every
-        model, log_outcome = fit_surrogate(X, y, self.encoder, warm_state=None if fresh else self._warm_state,
-                                           maxiter=200 if fresh else self.warm_maxiter)
+        # Fresh fits every `refit_every` completed trials, warm-started short fits every `hyper_every`, and
+        # in between only conditioning on the new rows (maxiter 0 keeps the previous hyperparameters).
+        n = len(completed)
+        fresh = (self._warm_state is None or n - self._fresh_at >= self.refit_every
+                 # the outcome transform changed (log <-> identity): old hyperparameters mean nothing
+                 or (self._surrogate is not None and bool(np.all(y > 0)) != self._surrogate.log_outcome))
         if fresh:
-            self._fresh_at = len(completed)
+            maxiter = self.fresh_maxiter
+        elif n - self._hyper_at >= self.hyper_every:
+            maxiter = self.warm_maxiter
+        else:
+            maxiter = 0
+        model, log_outcome = fit_surrogate(X, y, self.encoder, warm_state=None if fresh else self._warm_state,
+                                           maxiter=maxiter)
+        if fresh:
+            self._fresh_at = n
+        if maxiter:
+            self._hyper_at = n
         self._warm_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self._surrogate = Surrogate(model, log_outcome, self.encoder)
         self._fit_key = key
@@ -305,7 +329,7 @@ class MultiFidelityOptimizer:
         rows, values = acquisition_pool(
             self.acquisition, surrogate.model, enc, cost_module, raw, cand_set, X_pending,
             num_restarts=self.num_restarts, num_fantasies=self.num_fantasies, current_value=current,
-            start_weights=weights_raw, seed=seed,
+            start_weights=weights_raw, seed=seed, refine=self.refine,
         )
         configs, fracs, eps = enc.decode(rows)
         values = np.where(np.isfinite(values), values, -np.inf)
@@ -458,7 +482,9 @@ class MultiFidelityOptimizer:
                          "max_gp_points": self.max_gp_points, "raw_samples": self.raw_samples,
                          "num_restarts": self.num_restarts, "num_fantasies": self.num_fantasies,
                          "initial_fidelity": self.initial_fidelity, "cost_overhead": self.cost_overhead,
-                         "refit_every": self.refit_every, "warm_maxiter": self.warm_maxiter},
+                         "refit_every": self.refit_every, "warm_maxiter": self.warm_maxiter,
+                         "hyper_every": self.hyper_every, "fresh_maxiter": self.fresh_maxiter,
+                         "refine": self.refine},
             "n_asked": self._n_asked,
             "initial_used": self._initial_used,
             "trials": [_jsonable(t.to_dict()) for t in self.trials],

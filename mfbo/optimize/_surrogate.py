@@ -30,7 +30,8 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
         encoder: the encoder (gives the fidelity columns).
         warm_state: a previous model's ``state_dict`` used as the optimiser's starting point when shapes match
             (hyperparameters move little between rounds, so a warm start needs few iterations).
-        maxiter: L-BFGS-B iterations of the marginal-likelihood fit.
+        maxiter: L-BFGS-B iterations of the marginal-likelihood fit; 0 with a usable ``warm_state`` keeps its
+            hyperparameters and only conditions the model on ``(X, y)``.
     Returns:
         ``(model, log_outcome)``: the fitted model (on ``-g(y)``) and whether ``g`` is log.
     """
@@ -46,14 +47,20 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
         tX, tY, data_fidelities=[encoder.data_col] if encoder.data_col is not None else None,
         iteration_fidelity=encoder.iter_col, linear_truncated=False,
     )
+    warm = False
     if warm_state is not None:
         try:
             own = model.state_dict()
             hyper = {k: v for k, v in warm_state.items()
                      if k in own and own[k].shape == v.shape and "train" not in k and "outcome_transform" not in k}
             model.load_state_dict(hyper, strict=False)
+            warm = bool(hyper)
         except (RuntimeError, KeyError):  # a mismatch only loses the warm start
             pass
+    if warm and maxiter <= 0:
+        model.eval()
+        return model, log_outcome
+    maxiter = max(int(maxiter), 1)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         # One attempt: BoTorch's default retries from random hyperparameters on any optimisation warning

@@ -52,16 +52,34 @@ def test_summary_medians_and_ratios(run_mod):
     ratios = summary["ratios"]["5pct"]
     assert ratios["vs_best_baseline"] == {"baseline": "ax-sf", "ratio": pytest.approx(3 / 7), "bound": "="}
     # random never reached the target within the budget of 10 FFE: the ratio is an upper bound
-    assert ratios["vs_random"] == {"baseline": "random", "ratio": pytest.approx(0.3), "bound": "<="}
+    assert ratios["vs_random"] == {"baseline": "random", "ratio": pytest.approx(0.3), "bound": "<=",
+                                   "baseline_budget_ffe": 10.0}
     assert ratios["vs_random"]["ratio"] > 0
     assert summary["ratios"]["1pct"]["vs_best_baseline"]["ratio"] == math.inf
     assert mf["regret_median"][0] == r0 and mf["regret_median"][-1] == pytest.approx(0.04)
 
 
+def test_longer_baseline_budget_gives_a_measured_ratio(run_mod):
+    recs = []
+    for s in range(3):
+        recs.append(_rec("mfbo", s, [1.0, 2.0 + s], [0.5, 0.04]) | {"budget_ffe": 10.0})
+        recs.append(_rec("random", s, [5.0, 40.0 + 10 * s, 90.0], [0.5, 0.04, 0.04]) | {"budget_ffe": 100.0})
+    summary = run_mod.summarise(recs, {"p": 10.0}, {"p": 1.0})["p"]
+    assert summary["method_budget_ffe"] == {"mfbo": 10.0, "random": 100.0}
+    assert summary["cost_grid_ffe"][-1] == pytest.approx(100.0)
+    ratio = summary["ratios"]["5pct"]["vs_random"]
+    assert ratio == {"baseline": "random", "ratio": pytest.approx(3 / 50), "bound": "="}
+    grid = np.asarray(summary["cost_grid_ffe"])
+    med = np.asarray(summary["methods"]["mfbo"]["regret_median"], dtype=float)
+    # mfbo's runs say nothing past their own budget of 10 FFE
+    assert np.all(np.isnan(med[grid > 10.0 + 1e-9])) and np.all(np.isfinite(med[grid <= 10.0]))
+
+
 def test_cli_end_to_end(tmp_path):
     out = tmp_path / "res"
     cmd = [sys.executable, str(RUN_PY), "--problems", "hartmann6_mf", "--methods", "random", "hyperband",
-           "--seeds", "2", "--budget", "hartmann6_mf=2", "--jobs", "2", "--out", str(out)]
+           "--seeds", "2", "--budget", "hartmann6_mf=2", "--method-budget", "random=3", "--jobs", "2",
+           "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "hartmann6_mf" in proc.stdout and "hyperband" in proc.stdout
@@ -72,8 +90,11 @@ def test_cli_end_to_end(tmp_path):
     for m in ps["methods"].values():
         assert m["n_runs"] == 2 and m["n_failed"] == 0
         assert len(m["regret_median"]) == len(ps["cost_grid_ffe"])
-        assert all(a >= b - 1e-12 for a, b in zip(m["regret_q75"], m["regret_median"]))
-        assert 2.0 <= m["cost_spent_median_ffe"] < 3.0
+        # None (NaN) past a method's own budget: hyperband stops at 2 FFE, the grid goes on to random's 3
+        assert all(a >= b - 1e-12 for a, b in zip(m["regret_q75"], m["regret_median"]) if a is not None)
+    assert ps["methods"]["hyperband"]["budget_ffe"] == 2.0 and ps["methods"]["random"]["budget_ffe"] == 3.0
+    assert 2.0 <= ps["methods"]["hyperband"]["cost_spent_median_ffe"] < 3.0
+    assert 3.0 <= ps["methods"]["random"]["cost_spent_median_ffe"] < 4.0
     runs = data["runs"]
     assert len(runs) == 4 and all(r["regret"] and min(r["regret"]) >= 0 for r in runs)
     assert (out / "hartmann6_mf.png").stat().st_size > 10_000
