@@ -7,25 +7,10 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from mfbo.errors import ConfigError, ObjectiveError
+from mfbo.training._record_keys import RECORD_KEYS  # the one definition; see its module for units
 
 __all__ = ["RECORD_KEYS", "METRIC_KEYS", "check_metric", "metric_curve", "check_evaluation"]
 
-# Keys every backend's per-epoch record carries (more are allowed). Units: energies eV/image and
-# eV/atom, forces eV/A per component (all atoms / free atoms; None when not computed), lr, wall
-# time in seconds since the run started.
-RECORD_KEYS = (
-    "epoch",
-    "train_energy_mae",
-    "train_energy_mae_per_atom",
-    "val_energy_mae",
-    "val_energy_mae_per_atom",
-    "train_force_mae",
-    "train_force_mae_free",
-    "val_force_mae",
-    "val_force_mae_free",
-    "lr",
-    "wall_time",
-)
 # Record keys that make sense as an objective to minimise.
 METRIC_KEYS = tuple(k for k in RECORD_KEYS if k.endswith(("_mae", "_per_atom", "_free")))
 

@@ -12,8 +12,7 @@ See ``docs/training.md``. Names that need torch are imported on first use, so th
 ``import mfbo.training`` (and the ``mfbo`` CLI) stays light.
 """
 
-import importlib
-
+from mfbo._lazy import lazy_exports
 from mfbo.errors import ModelFileError, TrainingDiverged
 from mfbo.training._config import (
     GMP_HYPERPARAMETERS,
@@ -44,18 +43,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mfbo.training' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
-
-
 __all__ = [
     "TrainConfig",
     "config_from_hyperparameters",
@@ -80,3 +67,5 @@ __all__ = [
     "TrainingDiverged",
     "ModelFileError",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__, globals())

@@ -17,27 +17,14 @@ from mfbo.training._data import load_images, nested_subset
 from mfbo.training._featurize import featurize_images, gmp_params_of
 from mfbo.training._model import SingleNN
 from mfbo.training._packed import PackedImages, pack_images
+from mfbo.training._record_keys import RECORD_KEYS
 from mfbo.training._scaling import FeatureScaler, TargetScaler
 from mfbo.training._trained import TrainedModel
 
 __all__ = ["train", "TrainResult", "CURVE_KEYS"]
 
-CURVE_KEYS = (
-    "epoch",
-    "train_energy_mae",
-    "train_energy_mae_per_atom",
-    "val_energy_mae",
-    "val_energy_mae_per_atom",
-    "train_force_mae",
-    "train_force_mae_free",
-    "val_force_mae",
-    "val_force_mae_free",
-    "train_loss",
-    "lr",
-    "epoch_time",
-    "epoch_cpu_time",
-    "wall_time",
-)
+# The shared record plus what only the built-in trainer measures (loss, per-epoch wall and CPU seconds).
+CURVE_KEYS = (*RECORD_KEYS, "train_loss", "epoch_time", "epoch_cpu_time")
 
 
 @dataclass
