@@ -13,7 +13,7 @@ theorem + polynomial moments), vectorised in torch float64 on CPU or CUDA.
 See ``docs/fingerprints.md``.
 """
 
-import importlib
+from mfbo._lazy import lazy_exports
 
 # Names are imported on first use: the engine needs torch, and `import mfbo.fingerprints`
 # (done by the `mfbo` CLI for every command) must stay light.
@@ -32,18 +32,6 @@ _LAZY = {
 }
 
 
-def __getattr__(name):
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'mfbo.fingerprints' has no attribute {name!r}")
-
-
-def __dir__():
-    return sorted(__all__)
-
-
 __all__ = [
     "GMPParams",
     "SCHEMES",
@@ -57,3 +45,5 @@ __all__ = [
     "read_valence_density",
     "bundled_valence_dir",
 ]
+
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, __all__, globals())
