@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 import torch
@@ -22,8 +24,10 @@ from mfbo.fingerprints._params import GMPParams
 
 __all__ = ["Fingerprints", "featurize", "featurize_many", "featurize_torch"]
 
-# Work per torch call: pairs x (sigmas x components [x 3]) elements kept below these.
-_VALUE_ELEMENTS = 6_000_000
+# Work per batch: pairs x (sigmas x components [x 3]) elements kept below these. Batches of a
+# few 10k pairs amortise the per-op overhead, keep the engine's scratch buffers at a few tens of
+# MB per thread and give worker threads several batches each (bigger ones were no faster).
+_VALUE_ELEMENTS = 2_000_000
 _JAC_ELEMENTS = 3_000_000
 
 
@@ -124,29 +128,56 @@ def featurize_many(
     structs = [structure_from_atoms(a, where=f"image {k}") for k, a in enumerate(images)]
     for sym in sorted({s for st in structs for s in st.symbols}):
         plan.element_tables(sym)
-    out: list[Fingerprints] = []
+        plan.element_tables_t(sym)  # filled here, so worker threads only read the caches
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
         bar = tqdm(total=len(images), desc="fingerprints", unit="img", leave=False)
+    # With several CPU threads, whole batches run side by side, one torch thread each: the
+    # engine's many small ops scale poorly inside torch (a barrier per op, badly hit on a loaded
+    # machine), while batches are independent (each worker has its own scratch buffers).
+    threads = torch.get_num_threads() if torch.device(device).type == "cpu" else 1
+    pool = (
+        ThreadPoolExecutor(threads, initializer=torch.set_num_threads, initargs=(1,)) if threads > 1 else None
+    )
+    neighbours = partial(neighbor_pairs, cutoff=params.cutoff, shifts=False)
+    results = []  # per chunk: its image count and its Fingerprints (or a future of them)
     try:
         # Neighbour lists are cheap; compute them lazily in windows to size the batches.
         window = 64
         for w0 in range(0, len(structs), window):
             sub = structs[w0 : w0 + window]
-            nls = [neighbor_pairs(s, params.cutoff) for s in sub]
+            nls = list(pool.map(neighbours, sub)) if pool else [neighbours(s) for s in sub]
             sizes = [len(nl[0]) for nl in nls]
-            idx = list(range(len(sub)))
-            for chunk in _chunks(idx, sizes, limit):
-                batch = build_batch_from_pairs([sub[k] for k in chunk], [nls[k] for k in chunk], device)
-                out.extend(_run_batch(plan, batch, derivatives))
+            for chunk in _chunks(list(range(len(sub))), sizes, limit):
+                args = (plan, [sub[k] for k in chunk], [nls[k] for k in chunk], device, derivatives)
+                if pool is None:
+                    results.append(_featurize_chunk(*args))
+                    if bar is not None:
+                        bar.update(len(chunk))
+                    continue
+                fut = pool.submit(_featurize_chunk, *args)
                 if bar is not None:
-                    bar.update(len(chunk))
+                    fut.add_done_callback(partial(_tick, bar, len(chunk)))
+                results.append(fut)
+        out: list[Fingerprints] = []
+        for res in results:
+            out.extend(res.result() if pool else res)
     finally:
+        if pool is not None:
+            pool.shutdown(cancel_futures=True)
         if bar is not None:
             bar.close()
     return out
+
+
+def _tick(bar, n: int, _future) -> None:
+    bar.update(n)
+
+
+def _featurize_chunk(plan, structs, nls, device, derivatives: bool) -> list[Fingerprints]:
+    return _run_batch(plan, build_batch_from_pairs(structs, nls, device), derivatives)
 
 
 def _run_batch(plan, batch: Batch, derivatives: bool) -> list[Fingerprints]:

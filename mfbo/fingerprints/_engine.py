@@ -12,18 +12,24 @@ raw normal moments (see :mod:`._mcsh`) gives
     S_p[s, (k, M)] = sum_g w_psg lambda^k v^M          (per-element tables x one exp per g)
     Q_p[km, c]     = sum_d W[d, km, c] d_p^(a,b,c)     (one small matmul)
 
-Values: S_p (per-element exp tables times a block-diagonal coefficient matrix) and the
-d-monomials of every pair are scattered into a padded (centre, 32-neighbour-slot) layout, so
-the neighbour sum of their outer products is one batched matmul; contracting with W gives
-the components. Features then combine components per group (signed value, root of the sum
-of squares, or weighted sum of squares). The Jacobian uses the same factorisation with
-dS/d(r^2) and the derivative of the d-monomials, in a pair-innermost layout (long contiguous
-loops), applies the chain rule per pair with the centre's values, and sums per (i, j).
+Values: S_p (one exp table per neighbour element, then a per-sigma batched matmul, pair
+innermost) and the d-monomials of every pair are placed in a padded (centre, 32-neighbour-slot)
+layout, so the neighbour sum of their outer products is one batched matmul; contracting with W
+gives the components. Features then combine components per group (signed value, root of the sum
+of squares, or weighted sum of squares).
+
+Jacobian: the same factorisation with dS/d(r^2) (from the same exp table) and the derivative of
+the d-monomials. Per centre, d feature / d component is one coefficient table; per pair, slices
+of a few thousand pairs are processed pair-innermost in reused per-thread buffers that stay in
+cache: the dS/dr2 term goes through one (components -> groups) matmul, the S dQ/dx term through
+a short list of nonzero (component, axis, power) entries, and the slice is transposed once to
+pair-major rows and summed per (i, j).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +52,7 @@ __all__ = [
 
 _MODE_LIN, _MODE_SQRT, _MODE_SQ = 0, 1, 2
 _CHUNK = 32  # neighbour slots per padded row (bounds the padding waste per centre)
+_SLICE = 4096  # pairs per Jacobian slice: its buffers (~2 MB each) stay in cache
 
 
 class Plan:
@@ -104,7 +111,7 @@ class Plan:
         self.nc = nc
         self.n_fg = len(fgroups)
         self.G = G.to(device)
-        self.GT = G.t().contiguous().to(device)
+        self.GT2 = (2.0 * G.t()).contiguous().to(device)  # with the 2 of d(r^2)/d vec
         self.squared = torch.as_tensor(squared, device=device)
         self.fg_mode = torch.as_tensor(fg_mode, device=device)
         self.col_fg = torch.as_tensor(col_fg, dtype=torch.long, device=device)
@@ -138,7 +145,7 @@ class Plan:
         self.Wkd = W.permute(1, 0, 2).reshape(self.nk * self.nd, -1).to(device)  # (K*D, NC)
         # Derivative path: Q[k, c] = sum_d W[d, k, c] dmono_d and H_x[k, c] = sum_d W[d, k, c]
         # d(dmono_d)/dx, only for the (k, c) that occur, as runs (k, c_lo, c_hi) of components.
-        # All rows [Q runs; H_x runs; H_y runs; H_z runs] come from one (R, D) @ (D, P) product.
+        # The Q rows and the nonzero H_x rows (below) come from one (R, D) @ (D, P) product.
         dindex = {m: di for di, m in enumerate(self.dmonos)}
         used = (W != 0).any(dim=0)  # (K, NC)
         runs = []
@@ -164,8 +171,34 @@ class Plan:
                     Wx[:, dindex[tuple(lower)]] += m[ax] * WQ[:, di]
             mats.append(Wx)
         self.runs = runs
-        self.n_run_rows = WQ.shape[0]
-        self.WQH = torch.cat(mats, dim=0).contiguous().to(device)  # (4*Rq, D)
+        # The Jacobian's S * H term, sparse: one entry (feature group, axis x, power k, component c,
+        # row) per nonzero row of W^T d(dmono)/dx, pre-scaled by the group weight of c. Dense
+        # (k, c, x) blocks are mostly zero (d(d_y)/dx = 0, ...), so entries skip two thirds of the work.
+        comp_fg = [fgi for _, fgi, _ in gg]  # gg holds one (c, group, weight) per component, c ascending
+        comp_w = [w for _, _, w in gg]
+        entries, hrows, off = [], [], 0
+        for k, c0, c1 in runs:
+            for c in range(c0, c1):
+                for ax in range(3):
+                    row = mats[1 + ax][off + c - c0]
+                    if bool((row != 0).any()):
+                        entries.append((comp_fg[c], ax, k, c, WQ.shape[0] + len(hrows)))
+                        hrows.append(comp_w[c] * row)
+            off += c1 - c0
+        self.jac_entries = entries
+        self.WQH2 = torch.cat([WQ, *([torch.stack(hrows)] if hrows else [])]).contiguous().to(device)
+        self.comp_fg = torch.as_tensor(comp_fg, dtype=torch.long, device=device)
+        # Feature columns as rows of an (NFG, S) grid; usually the identity (groups x sorted sigmas).
+        col_rows = self.col_fg * self.n_sigma + self.col_s
+        self.col_rows = (
+            None if torch.equal(col_rows, torch.arange(len(col_rows), device=device)) else col_rows
+        )
+        # Each d-monomial (but 1) is a lower one times one coordinate: one product per monomial.
+        self.dmono_parent = [
+            (dindex[(*m[:ax], m[ax] - 1, *m[ax + 1 :])], ax) if sum(m) else (-1, -1)
+            for m in self.dmonos
+            for ax in [next((a for a in range(3) if m[a]), -1)]
+        ]
         # Probe prefactor A and exponent alpha per sigma.
         sig = torch.tensor(sigmas, dtype=dt)
         A = 1.0 / (sig * math.sqrt(2.0 * math.pi))
@@ -174,6 +207,7 @@ class Plan:
         self.A = A
         self.alpha = 1.0 / (2.0 * sig * sig)
         self._elem: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._elem_t: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def element_tables(self, symbol: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Tables of a neighbour element: decay (S*G,) and block-diagonal coefficients
@@ -196,6 +230,54 @@ class Plan:
         got = (decay.reshape(-1).to(self.device), blockdiag.to(self.device))
         self._elem[symbol] = got
         return got
+
+    def element_tables_t(self, symbol: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sigma tables for the pair-innermost radial part: -decay (S*G, 1) and (S, 2*K, G)
+        stacking the coefficients of S and of dS/d(r^2), so that for every sigma s
+        [S; dS/dr2][s] (2*K, P) = table[s] @ exp(-decay[s] r^2) (G, P): a batched matmul with
+        S times fewer products than the block-diagonal form."""
+        got = self._elem_t.get(symbol)
+        if got is None:
+            decay, blockdiag = self.element_tables(symbol)
+            S, K = self.n_sigma, self.nk
+            G = decay.shape[0] // S
+            coef = torch.stack(
+                [blockdiag[s * G : (s + 1) * G, s * K : (s + 1) * K] for s in range(S)]
+            )  # (S, G, K)
+            coef_d = coef * (-decay).view(S, G, 1)
+            table = torch.cat([coef, coef_d], dim=2).transpose(1, 2).contiguous()  # (S, 2K, G)
+            got = self._elem_t[symbol] = ((-decay)[:, None].contiguous(), table)
+        return got
+
+
+_WORKSPACE = threading.local()
+
+
+def _workspace() -> dict:
+    """This thread's scratch buffers (name -> flat tensor), reused across slices, batches and plans:
+    fresh multi-MB tensors cost page faults as expensive as the arithmetic. They hold at most a
+    few tens of MB (sized by the largest batch)."""
+    ws = getattr(_WORKSPACE, "buffers", None)
+    if ws is None:
+        ws = _WORKSPACE.buffers = {}
+    return ws
+
+
+def _buffer(ws: dict, name: str, shape: tuple, like: torch.Tensor) -> torch.Tensor:
+    """A workspace tensor of ``shape`` (uninitialised), grown when too small."""
+    numel = math.prod(shape)
+    buf = ws.get(name)
+    if buf is None or buf.numel() < numel or buf.device != like.device:
+        buf = ws[name] = like.new_empty(max(numel, 1))
+    return buf[:numel].view(shape)
+
+
+def _zeros(*shape: int, like: torch.Tensor) -> torch.Tensor:
+    """A fresh zero tensor; on the CPU from numpy, which asks the kernel for huge pages: touching a
+    large fresh tensor then costs a few page faults instead of one per 4 KiB."""
+    if like.device.type == "cpu":
+        return torch.from_numpy(np.zeros(shape, dtype=np.float64)).to(like.dtype)
+    return like.new_zeros(shape)
 
 
 _PLANS: dict = {}
@@ -221,23 +303,32 @@ class Batch:
         n_atoms: per structure.
         offsets: (n_structures + 1,) atom offsets.
         i, j: (P,) global atom indices (centre, neighbour), sorted by neighbour element.
-        vec: (P, 3) pair vectors r_j + shift - r_i, Å.
+        vec: (P, 3) pair vectors r_j + shift - r_i, Å (property: a view of ``vec_t``).
         shift: (P, 3) Cartesian lattice shift, Å (None unless built ``with_shift``).
         elem_slices: (symbol, start, stop) of the element-sorted pairs.
         slot: (P,) row of each pair in a zero-padded layout of ``n_rows`` x ``_CHUNK`` slots, where
             each centre owns ceil(n_pairs / _CHUNK) consecutive rows.
         row_centre: (n_rows,) centre atom of each padded row.
+        vec_t: (3, P) ``vec`` transposed; r2: (P,) squared pair distances, Å^2.
+        vec_pad_t: (3, n_rows * _CHUNK) pair vectors in the padded layout (0 in empty slots).
     """
 
     n_atoms: list[int]
     offsets: np.ndarray
     i: torch.Tensor
     j: torch.Tensor
-    vec: torch.Tensor
     shift: torch.Tensor | None
     elem_slices: list[tuple[str, int, int]]
     slot: torch.Tensor
     row_centre: torch.Tensor
+    vec_t: torch.Tensor
+    r2: torch.Tensor
+    vec_pad_t: torch.Tensor
+
+    @property
+    def vec(self) -> torch.Tensor:
+        """(P, 3) pair vectors (a transposed view of ``vec_t``)."""
+        return self.vec_t.t()
 
 
 def build_batch(structs: list[Structure], cutoff: float, device) -> Batch:
@@ -280,25 +371,29 @@ def build_batch_from_pairs(
     counts = np.bincount(i, minlength=int(offsets[-1]))
     rows_per_centre = -(-counts // _CHUNK)
     row_start = np.concatenate([[0], np.cumsum(rows_per_centre)[:-1]])
-    rank = np.concatenate(rr)
-    slot = (row_start[i] + rank // _CHUNK) * _CHUNK + rank % _CHUNK
+    slot = row_start[i] * _CHUNK + np.concatenate(rr)
     row_centre = np.repeat(np.arange(len(counts)), rows_per_centre)
-    i = i[order]
-    j = np.concatenate(jj)[order]
-    vec = np.concatenate(vv)[order]
-    shift = np.concatenate(ss)[order] if with_shift else None
-    slot = slot[order]
+    # Pair vectors as (3, P) rows: 1-D gathers and scatters (fancy indexing of (P, 3) rows is slow).
+    vec_rows = np.concatenate(vv).T
+    vec_t = np.empty((3, len(order)))
+    vec_pad_t = np.zeros((3, len(row_centre) * _CHUNK))
+    for k in range(3):
+        np.take(vec_rows[k], order, out=vec_t[k])
+        vec_pad_t[k, slot] = vec_rows[k]
     dev = torch.device(device)
+    vec_t = torch.from_numpy(vec_t).to(dev)
     return Batch(
         n_atoms,
         offsets,
-        torch.from_numpy(i).to(dev),
-        torch.from_numpy(j).to(dev),
-        torch.from_numpy(vec).to(dev),
-        torch.from_numpy(shift).to(dev) if with_shift else None,
+        torch.from_numpy(i[order]).to(dev),
+        torch.from_numpy(np.concatenate(jj)[order]).to(dev),
+        torch.from_numpy(np.concatenate(ss)[order]).to(dev) if with_shift else None,
         elem_slices,
-        torch.from_numpy(slot).to(dev),
+        torch.from_numpy(slot[order]).to(dev),
         torch.from_numpy(row_centre).to(dev),
+        vec_t,
+        vec_t[0] * vec_t[0] + vec_t[1] * vec_t[1] + vec_t[2] * vec_t[2],
+        torch.from_numpy(vec_pad_t).to(dev),
     )
 
 
@@ -322,29 +417,24 @@ def _dmonomials(plan: Plan, pw) -> torch.Tensor:
     return torch.stack(cols, dim=1)
 
 
-def _radial(plan: Plan, batch: Batch, r2: torch.Tensor, derivative: bool):
-    """S (P, S, K) and optionally dS/d(r^2) (P, S, K)."""
+def _radial(plan: Plan, batch: Batch, r2: torch.Tensor) -> torch.Tensor:
+    """S (P, S, K): S[p, s, k] = sum_g exp(-decay[s, g] r_p^2) coef[s, g, k] (see ``element_tables``)."""
     P = r2.shape[0]
     SK = plan.n_sigma * plan.nk
-    grad = r2.requires_grad
-    if grad:
+    if r2.requires_grad:  # autograd path: no out= writes
         parts = []
-    else:
-        Sv = r2.new_empty(P, SK)
-        Sd = r2.new_empty(P, SK) if derivative else None
+        for symbol, a, b in batch.elem_slices:
+            decay, blockdiag = plan.element_tables(symbol)  # (S*G,), (S*G, S*K)
+            parts.append(torch.exp(r2[a:b, None] * (-decay)[None, :]) @ blockdiag)
+        return torch.cat(parts, dim=0).view(P, plan.n_sigma, plan.nk)
+    ws = _workspace()
+    Sv = _buffer(ws, "sv", (P, SK), r2)
     for symbol, a, b in batch.elem_slices:
-        decay, blockdiag = plan.element_tables(symbol)  # (S*G,), (S*G, S*K)
-        E = torch.exp(r2[a:b, None] * (-decay)[None, :])  # (Pe, S*G)
-        if grad:  # autograd path: no out= writes
-            parts.append(E @ blockdiag)
-            continue
+        decay, blockdiag = plan.element_tables(symbol)
+        E = _buffer(ws, "exp", (b - a, decay.shape[0]), r2)
+        torch.mul(r2[a:b, None], -decay, out=E).exp_()
         torch.mm(E, blockdiag, out=Sv[a:b])
-        if derivative:
-            torch.mm(E * (-decay), blockdiag, out=Sd[a:b])
-    if grad:
-        Sv = torch.cat(parts, dim=0)
-    shape = (P, plan.n_sigma, plan.nk)
-    return Sv.view(shape), (Sd.view(shape) if derivative else None)
+    return Sv.view(P, plan.n_sigma, plan.nk)
 
 
 def _terms(plan: Plan, Sv: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
@@ -362,41 +452,43 @@ def _assemble(plan: Plan, comp: torch.Tensor) -> torch.Tensor:
     return torch.where(plan.col_sqrt, torch.where(pos, root, torch.zeros_like(cols)), cols)
 
 
-def _pooled_components(plan: Plan, batch: Batch, Sv: torch.Tensor, dm: torch.Tensor, n_total: int):
+def _pooled_components(plan: Plan, batch: Batch, Sv: torch.Tensor, n_total: int) -> torch.Tensor:
     """comp (N, S, NC) = sum over each centre's pairs of S (x) dmono, contracted with W.
 
-    Pairs are scattered into a zero-padded (N, max_neighbours, .) layout so the neighbour sum
-    of the outer products is one batched matmul over rows of _CHUNK slots.
+    Args:
+        Sv: (S, K, P) radial factors, pair innermost (a strided view is fine).
+
+    Pairs sit in a zero-padded (row, _CHUNK slot) layout, each centre owning whole rows, so the
+    neighbour sum of the outer products is one batched matmul; the d-monomials are computed in
+    that layout directly (empty slots give finite values that meet S = 0).
     """
     V = batch.row_centre.shape[0]
-    P = Sv.shape[0]
-    X = Sv.new_zeros(V * _CHUNK, plan.n_sigma * plan.nk)
-    X.index_copy_(0, batch.slot, Sv.reshape(P, -1))
-    Y = dm.new_zeros(V * _CHUNK, plan.nd)
-    Y.index_copy_(0, batch.slot, dm)
-    outer = torch.bmm(X.view(V, _CHUNK, -1).transpose(1, 2), Y.view(V, _CHUNK, -1))  # (V, S*K, D)
-    pooled = Sv.new_zeros(n_total, outer.shape[1] * outer.shape[2])
+    S, K, D = plan.n_sigma, plan.nk, plan.nd
+    ws = _workspace()
+    X = _buffer(ws, "pad_s", (S, K, V * _CHUNK), batch.r2).zero_()
+    X.index_copy_(2, batch.slot, Sv)
+    dm = _dmonomials_t(plan, ws, batch.vec_pad_t)  # (D, V * _CHUNK)
+    # Strided (V, S*K, _CHUNK) and (V, _CHUNK, D) views that BLAS reads directly.
+    outer = torch.bmm(X.view(S * K, V, _CHUNK).transpose(0, 1), dm.view(D, V, _CHUNK).permute(1, 2, 0))
+    pooled = batch.r2.new_zeros(n_total, S * K * D)
     pooled.index_add_(0, batch.row_centre, outer.view(V, -1))
-    return pooled.view(n_total, plan.n_sigma, plan.nk * plan.nd) @ plan.Wkd
+    return pooled.view(n_total, S, K * D) @ plan.Wkd
 
 
 def components(plan: Plan, batch: Batch, vec: torch.Tensor, n_total: int) -> torch.Tensor:
-    """Per-atom MCSH components (N, S, NC); differentiable w.r.t. ``vec``."""
+    """Per-atom MCSH components (N, S, NC), differentiable w.r.t. ``vec`` (index_add has a
+    simple backward; the fast no-grad route is :func:`_pooled_components`)."""
     r2 = (vec * vec).sum(1)
-    Sv, _ = _radial(plan, batch, r2, derivative=False)
-    dm = _dmonomials(plan, _powers(vec, plan.max_deg))
-    if not (Sv.requires_grad or dm.requires_grad):
-        return _pooled_components(plan, batch, Sv, dm, n_total)
-    # Differentiable route (index_add has a simple backward).
-    T = _terms(plan, Sv, dm)
+    Sv = _radial(plan, batch, r2)
+    T = _terms(plan, Sv, _dmonomials(plan, _powers(vec, plan.max_deg)))
     Tc = vec.new_zeros(n_total, plan.n_sigma, plan.nj).index_add(0, batch.i, T)
     return Tc @ plan.Wj
 
 
 def compute_values(plan: Plan, batch: Batch) -> torch.Tensor:
     """Features (N_total, F) for a batch."""
-    comp = components(plan, batch, batch.vec, int(batch.offsets[-1]))
-    return _assemble(plan, comp)
+    N = int(batch.offsets[-1])
+    return _assemble(plan, _pooled_components(plan, batch, _radial_t(plan, batch, derivative=False), N))
 
 
 def compute_torch(plan: Plan, batch: Batch, positions: torch.Tensor) -> torch.Tensor:
@@ -406,11 +498,95 @@ def compute_torch(plan: Plan, batch: Batch, positions: torch.Tensor) -> torch.Te
     return _assemble(plan, comp)
 
 
+def _chain_coefficients(plan: Plan, comp: torch.Tensor) -> torch.Tensor:
+    """d feature / d component per centre, as a (NC * S, N) table (row c * S + s).
+
+    A feature (group g, sigma s) is comp (linear), sqrt(sum comp^2) (root) or sum w comp^2; its
+    derivative is sum_c G[c, g] coef[c, s] d comp[c, s] with coef = 1, comp / feature (0 where the
+    feature is 0) or 2 comp. The group weights G stay in the contraction.
+    """
+    N = comp.shape[0]
+    v = torch.where(plan.squared, comp * comp, comp)
+    pre = v @ plan.G  # (N, S, NFG)
+    root = plan.fg_mode == _MODE_SQRT
+    live = root & (pre > 0)
+    scale = torch.where(live, 0.5 / torch.sqrt(torch.where(live, pre, torch.ones_like(pre))), (~root).to(pre))
+    coef = torch.where(plan.squared, 2.0 * comp, torch.ones_like(comp)) * scale[:, :, plan.comp_fg]
+    return coef.permute(2, 1, 0).reshape(plan.nc * plan.n_sigma, N).contiguous()
+
+
+def _radial_t(plan: Plan, batch: Batch, derivative: bool) -> torch.Tensor:
+    """S (S, K, P), or [S, dS/d(r^2)] (S, 2K, P) with ``derivative``, pair innermost.
+
+    One (S*G, P_e) exponential table and one batched matmul per neighbour element.
+    """
+    S, K, P = plan.n_sigma, plan.nk, batch.r2.shape[0]
+    rows = 2 * K if derivative else K
+    ws = _workspace()
+    out = _buffer(ws, "svd", (S, rows, P), batch.r2)
+    for symbol, a, b in batch.elem_slices:
+        neg_decay, table = plan.element_tables_t(symbol)  # (S*G, 1), (S, 2K, G)
+        E = _buffer(ws, "exp", (neg_decay.shape[0], b - a), batch.r2)
+        torch.mul(neg_decay, batch.r2[a:b], out=E).exp_()
+        torch.bmm(table[:, :rows], E.view(S, -1, b - a), out=out[:, :, a:b])
+    return out
+
+
+def _dmonomials_t(plan: Plan, ws: dict, vecT: torch.Tensor) -> torch.Tensor:
+    """(D, n) d-monomials of pair vectors ``vecT`` (3, n), D ordered as ``plan.dmonos``."""
+    out = _buffer(ws, "dmono", (plan.nd, vecT.shape[1]), vecT)
+    for d, (parent, ax) in enumerate(plan.dmono_parent):
+        if parent < 0:
+            out[d].fill_(1.0)
+        else:
+            torch.mul(out[parent], vecT[ax], out=out[d])
+    return out
+
+
+def _jacobian_slice(plan: Plan, batch: Batch, ws: dict, coef, svd, vecT, p0: int, p1: int) -> torch.Tensor:
+    """d feature[i_p] / d vec_p for pairs p0:p1 as (n, F * 3) (row p, column f * 3 + x).
+
+    d comp[c, s] / d vec_x = 2 vec_x sum_k dS/dr2[s, k] Q[k, c] + sum_k S[s, k] H_x[k, c], with
+    Q = W^T dmono and H_x = W^T d(dmono)/dx; the chain rule contracts it with ``coef`` and G:
+    term 1 as (NC)->(NFG) matmul, term 2 entry by entry (see ``Plan.jac_entries``).
+    """
+    S, K, NC, n = plan.n_sigma, plan.nk, plan.nc, p1 - p0
+    Sv, Sd = svd[:, :K, p0:p1], svd[:, K:, p0:p1]  # (S, K, n)
+    r2 = batch.r2  # dtype and device for the buffers
+    vs = vecT[:, p0:p1]
+    QH = torch.mm(plan.WQH2, _dmonomials_t(plan, ws, vs), out=_buffer(ws, "qh", (plan.WQH2.shape[0], n), r2))
+    cc = _buffer(ws, "coef", (NC * S, n), r2)
+    torch.gather(coef, 1, batch.i[p0:p1].expand(NC * S, n), out=cc)
+    cc = cc.view(NC, S, n)
+    # Term 1: R[c, s] = sum_k dS/dr2[s, k] Q[k, c], weighted by coef and summed per group.
+    R = _buffer(ws, "R", (NC, S, n), r2).zero_()
+    off = 0
+    for k, c0, c1 in plan.runs:
+        R[c0:c1].addcmul_(QH[off : off + c1 - c0, None, :], Sd[None, :, k, :])
+        off += c1 - c0
+    R.mul_(cc)
+    T1 = torch.mm(plan.GT2, R.view(NC, S * n), out=_buffer(ws, "t1", (plan.n_fg, S * n), r2))
+    out = _buffer(ws, "dfeat", (plan.n_fg, S, 3, n), r2)
+    for x in range(3):
+        torch.mul(T1.view(plan.n_fg, S, n), vs[x], out=out[:, :, x, :])
+    # Term 2: coef[c, s] S[s, k] H_x[k, c] into group fg(c), axis x.
+    tmp = _buffer(ws, "tmp", (S, n), r2)
+    for fg, ax, k, c, row in plan.jac_entries:
+        torch.mul(Sv[:, k, :], QH[row], out=tmp)
+        out[fg, :, ax, :].addcmul_(cc[c], tmp)
+    rows = out.view(plan.n_fg * S, 3 * n)
+    if plan.col_rows is not None:
+        rows = rows.index_select(0, plan.col_rows)
+    block = _buffer(ws, "block", (n, plan.n_features * 3), r2)
+    block.copy_(rows.view(-1, n).t())  # pair-major for the per-(i, j) sums
+    return block
+
+
 def compute_with_jacobian(plan: Plan, batch: Batch):
     """Features and the pair-list Jacobian for a batch.
 
-    The derivative part works in a pair-innermost layout (..., P) so every elementwise
-    step is a long contiguous loop.
+    The derivative is computed in slices of ``_SLICE`` pairs, pair-innermost (long contiguous
+    loops), in reused buffers that stay in cache, and summed per (i, j) slice by slice.
 
     Returns:
         feats: (N, F); keys: (U,) sorted i * N + j; dfeat: (U, F, 3) with
@@ -419,59 +595,23 @@ def compute_with_jacobian(plan: Plan, batch: Batch):
     vec = batch.vec
     N = int(batch.offsets[-1])
     P = vec.shape[0]
-    S, K, NC, F = plan.n_sigma, plan.nk, plan.nc, plan.n_features
-    r2 = (vec * vec).sum(1)
-    Sv, Sd = _radial(plan, batch, r2, derivative=True)  # (P, S, K)
-    pw = _powers(vec, plan.max_deg)
-    comp = _pooled_components(plan, batch, Sv, _dmonomials(plan, pw), N)  # (N, S, NC)
+    F = plan.n_features
+    svd = _radial_t(plan, batch, derivative=True)  # (S, 2K, P)
+    comp = _pooled_components(plan, batch, svd[:, : plan.nk], N)
     feats = _assemble(plan, comp)
-
-    # d comp_p / d vec_p [s, x, c] = 2 vec_x sum_k dS/dr2[s, k] Q[k, c] + sum_k S[s, k] H[x, k, c]
-    # with Q = W^T dmono and H = W^T d(dmono)/dx.
-    SvT = Sv.reshape(P, S * K).t().contiguous().view(S, K, P)
-    SdT = Sd.reshape(P, S * K).t().contiguous().view(S, K, P)
-    dmT = torch.stack([pw[0][a] * pw[1][b] * pw[2][c] for a, b, c in plan.dmonos], dim=0)  # (D, P)
-    QH = (plan.WQH @ dmT).view(4, plan.n_run_rows, P)
-    vecT = (2.0 * vec).t().contiguous()  # (3, P)
-    R = torch.zeros(S, NC, P, dtype=vec.dtype, device=vec.device)
-    off = 0
-    for k, c0, c1 in plan.runs:
-        R[:, c0:c1].addcmul_(SdT[:, k, None, :], QH[0, None, off : off + c1 - c0])
-        off += c1 - c0
-    dcomp = torch.empty(S, 3, NC, P, dtype=vec.dtype, device=vec.device)
-    for x in range(3):
-        torch.mul(R, vecT[x], out=dcomp[:, x])  # first touch: no separate zero fill
-    off = 0
-    for k, c0, c1 in plan.runs:
-        n = c1 - c0
-        for x in range(3):
-            dcomp[:, x, c0:c1].addcmul_(SvT[:, k, None, :], QH[1 + x, None, off : off + n])
-        off += n
-
-    # Chain rule through squares and roots, with the centre's values gathered per pair.
-    mult = torch.where(plan.squared, 2.0 * comp, torch.ones_like(comp)).reshape(N, S * NC)
-    dcomp.mul_(mult.t().contiguous().index_select(1, batch.i).view(S, 1, NC, P))
-    dpre = torch.matmul(plan.GT, dcomp)  # (S, 3, NFG, P)
-    dsel = dpre[plan.col_s, :, plan.col_fg, :]  # (F, 3, P)
-    live = plan.col_sqrt & (feats > 0)
-    scale = torch.where(live, 0.5 / torch.where(live, feats, torch.ones_like(feats)), torch.ones_like(feats))
-    scale = torch.where(plan.col_sqrt & ~live, torch.zeros_like(feats), scale)  # (N, F)
-    # Scale and transpose to pair-major (P, F, 3) in one strided write.
-    per_pair = torch.empty(P, F, 3, dtype=vec.dtype, device=vec.device)
-    torch.mul(
-        dsel, scale.t().contiguous().index_select(1, batch.i)[:, None, :], out=per_pair.permute(1, 2, 0)
-    )
-    per_pair = per_pair.view(P, F * 3)
-
-    # Aggregate per (i, j): +d at (i, j), -d at (i, i); self images (j == i) cancel.
+    coef = _chain_coefficients(plan, comp)
+    # A pair's vector is r_j - r_i (+ shift): +d at (i, j), -d at (i, i); self images cancel.
     key_ij = batch.i * N + batch.j
-    key_ii = batch.i * (N + 1)
     # Every (i, i) key is present: the self pair (i, i, no shift) is always in the list.
     keys, inv_ij = torch.unique(key_ij, return_inverse=True)
-    inv_ii = torch.searchsorted(keys, key_ii)
-    U = keys.shape[0]
-    dfeat = vec.new_zeros(U, F * 3)
-    dfeat.index_add_(0, inv_ij, per_pair)
-    dfeat.index_add_(0, inv_ii, per_pair, alpha=-1.0)
-    dfeat = dfeat.view(U, F, 3)
-    return feats, keys, dfeat
+    inv_ii = torch.searchsorted(keys, batch.i * (N + 1))
+    dfeat = _zeros(keys.shape[0], F * 3, like=vec)
+    vecT = batch.vec_t  # (3, P)
+    ws = _workspace()
+    step = _SLICE if vecT.device.type == "cpu" else P  # slicing is for CPU caches; a GPU wants big ops
+    for p0 in range(0, P, step):
+        p1 = min(P, p0 + step)
+        block = _jacobian_slice(plan, batch, ws, coef, svd, vecT, p0, p1)
+        dfeat.index_add_(0, inv_ij[p0:p1], block)
+        dfeat.index_add_(0, inv_ii[p0:p1], block, alpha=-1.0)
+    return feats, keys, dfeat.view(-1, F, 3)

@@ -10,6 +10,7 @@ cell boundary see all their neighbours).
 from __future__ import annotations
 
 import numpy as np
+import torch
 
 from mfbo.errors import DataError
 
@@ -72,44 +73,50 @@ def structure_from_atoms(atoms, where: str = "structure") -> Structure:
     )
 
 
-def neighbor_pairs(struct: Structure, cutoff: float):
+def neighbor_pairs(struct: Structure, cutoff: float, *, shifts: bool = True):
     """All ordered pairs (i, j, shift) with |r_j + shift.cell - r_i| < cutoff, plus every
     atom with itself (i, i, 0), which carries the centre atom's own density.
 
     Args:
         struct: the structure.
         cutoff: Å; strict inequality (AMPTorch's ``r^2 < cutoff^2``).
+        shifts: also return the lattice shifts (only the autograd path needs them).
 
     Returns:
-        i, j: (P,) int64; shifts: (P, 3) int64 lattice-vector multiples;
+        i, j: (P,) int64; shifts: (P, 3) int64 lattice-vector multiples (None unless ``shifts``);
         vectors: (P, 3) float64 r_j + shifts @ cell - r_i, Å;
         rank: (P,) int64 position of each pair among the pairs of its centre i.
+        The n self pairs come first, then the others grouped by i.
     """
     from vesin import NeighborList
 
     n = len(struct.numbers)
     # vesin keeps pairs with distance < cutoff (strict, as AMPTorch's r^2 < cutoff^2; checked in
-    # tests/fingerprints/test_properties.py::test_cutoff_is_a_strict_inequality).
-    nl = NeighborList(cutoff=float(cutoff), full_list=True)
+    # tests/fingerprints/test_properties.py::test_cutoff_is_a_strict_inequality). It sorts by i
+    # itself (cheaper than sorting here). Threads only pay off for large structures.
+    threads = 1 if n < 2048 else torch.get_num_threads()
+    nl = NeighborList(cutoff=float(cutoff), full_list=True, sorted=True, n_threads=threads)
     box = struct.cell if struct.pbc.any() else np.zeros((3, 3))
-    vi, vj, vS, vD = nl.compute(struct.positions, box, struct.pbc, quantities="ijSD", copy=False)
+    got = nl.compute(struct.positions, box, struct.pbc, quantities="ijSD" if shifts else "ijD", copy=False)
     # Those arrays are views into ``nl``; copy them (after the n self pairs (i, i, no shift),
     # which carry each centre's own density) while it is alive.
-    m = len(vi)
-    i = np.empty(n + m, dtype=np.int64)
-    j = np.empty(n + m, dtype=np.int64)
-    S = np.zeros((n + m, 3), dtype=np.int64)
-    D = np.zeros((n + m, 3), dtype=np.float64)
-    i[:n] = j[:n] = np.arange(n)
-    i[n:] = vi
-    j[n:] = vj
-    S[n:] = vS
-    D[n:] = vD
-    del nl, vi, vj, vS, vD
+    vi, vj, vD = got[0], got[1], got[-1]
+    self_idx = np.arange(n, dtype=np.int64)
+    i = np.concatenate([self_idx, vi]).astype(np.int64, copy=False)
+    j = np.concatenate([self_idx, vj]).astype(np.int64, copy=False)
+    D = np.concatenate([np.zeros((n, 3)), vD])
+    S = (
+        np.concatenate([np.zeros((n, 3), dtype=np.int64), got[2]]).astype(np.int64, copy=False)
+        if shifts
+        else None
+    )
+    del nl, got, vi, vj, vD
     # vesin's vectors equal r_j + S @ cell - r_i for the positions as given (unwrapped).
-    if m and np.any(np.diff(i[n:]) < 0):  # vesin lists pairs by centre; make sure
-        order = np.concatenate([np.arange(n), n + np.argsort(i[n:], kind="stable")])
-        i, j, S, D = i[order], j[order], S[order], D[order]
+    m = len(i) - n
+    if m and np.any(np.diff(i[n:]) < 0):  # sorted by vesin; make sure
+        order = np.concatenate([self_idx, n + np.argsort(i[n:], kind="stable")])
+        i, j, D = i[order], j[order], D[order]
+        S = S[order] if shifts else None
     counts = np.bincount(i[n:], minlength=n)
     first = np.concatenate([[0], np.cumsum(counts)[:-1]])
     rank = np.zeros(n + m, dtype=np.int64)

@@ -64,7 +64,9 @@ def test_cli_writes_one_array_per_image_and_uses_cache(workdir):
             ref = featurize(atoms, params, derivatives=True)
             np.testing.assert_allclose(z[str(k)], ref.features, rtol=1e-12)
             assert z[str(k)].shape == (len(atoms), params.n_features)
-            np.testing.assert_allclose(z[f"{k}__dfeatures"], ref.dfeatures, rtol=1e-12, atol=1e-300)
+            # Batched and single-image runs may round differently in the last bit (BLAS kernels
+            # treat block edges differently); same tolerance as the batched-vs-single property test.
+            np.testing.assert_allclose(z[f"{k}__dfeatures"], ref.dfeatures, rtol=1e-12, atol=1e-14)
     assert len(list((workdir / "c").rglob("*.jac.npz"))) == 3
 
 

@@ -18,6 +18,19 @@ GMP_ALL = GMPParams.from_fp_params({"MCSHs": ALL_GROUPS, "cutoff": 3.5}, "gmp")
 GMP_01 = GMPParams.from_fp_params(
     {"MCSHs": {"0": {"groups": [1], "sigmas": SIG}, "1": {"groups": [1], "sigmas": SIG}}, "cutoff": 3.5}
 )
+# Sigma lists differ per order and are unsorted: feature columns are not a (group, sigma) grid.
+GMP_MIXED = GMPParams.from_fp_params(
+    {
+        "MCSHs": {
+            "0": {"groups": [1], "sigmas": [1.0, 0.4]},
+            "1": {"groups": [1], "sigmas": [0.4]},
+            "2": {"groups": [2, 1], "sigmas": [0.7, 0.4]},
+            "3": {"groups": [3], "sigmas": [1.0]},
+        },
+        "cutoff": 3.5,
+    },
+    "gmp",
+)
 ON_SOLID = GMPParams.from_fp_params(
     {"MCSHs": {"orders": [0, 1, 2, 3, 4], "sigmas": SIG}, "cutoff": 3.5, "solid_harmonics": True},
     "gmpordernorm",
@@ -109,7 +122,9 @@ def test_supercell_replication(atoms, reps):
     np.testing.assert_allclose(fb, np.tile(f, (int(np.prod(reps)), 1)), rtol=1e-9, atol=1e-11)
 
 
-@pytest.mark.parametrize("params", [GMP_ALL, ON_SOLID, ON_SURF], ids=["gmp", "on_solid", "on_surf"])
+@pytest.mark.parametrize(
+    "params", [GMP_ALL, GMP_MIXED, ON_SOLID, ON_SURF], ids=["gmp", "gmp_mixed", "on_solid", "on_surf"]
+)
 @pytest.mark.parametrize("kind", ["molecule", "slab", "bulk"])
 def test_autograd_and_jacobian_vs_central_differences(params, kind):
     atoms = _fixed_structure(kind)
@@ -191,6 +206,31 @@ def test_batched_equals_single_and_cuda_if_available():
         for fp, g in zip(many, gpu):
             np.testing.assert_allclose(g.features, fp.features, rtol=1e-11, atol=1e-13)
             np.testing.assert_allclose(g.dfeatures, fp.dfeatures, rtol=1e-10, atol=1e-12)
+
+
+def test_threaded_batches_equal_one_thread(monkeypatch):
+    """With several torch threads, batches run in worker threads: same results, same order."""
+    from mfbo.fingerprints import _api
+
+    imgs = [_fixed_structure(k) for k in ("molecule", "slab", "bulk", "slab", "molecule")]
+    # Small batch limits: one image per batch, so the workers really share the work.
+    monkeypatch.setattr(_api, "_VALUE_ELEMENTS", 1)
+    monkeypatch.setattr(_api, "_JAC_ELEMENTS", 1)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = featurize_many(imgs, ON_SOLID, derivatives=True)
+        torch.set_num_threads(2)
+        two = featurize_many(imgs, ON_SOLID, derivatives=True)
+        values = featurize_many(imgs, ON_SOLID)
+        assert torch.get_num_threads() == 2  # the workers' single-thread setting does not leak
+    finally:
+        torch.set_num_threads(threads)
+    for a, b, v in zip(one, two, values):
+        np.testing.assert_array_equal(a.features, b.features)
+        np.testing.assert_allclose(v.features, a.features, rtol=1e-13)  # another matmul shape
+        np.testing.assert_array_equal(a.pair_j, b.pair_j)
+        np.testing.assert_array_equal(a.dfeatures, b.dfeatures)
 
 
 def test_non_periodic_axis_needs_no_cell_vector():
