@@ -7,7 +7,9 @@
 0.0
 
 Registered names: ``hartmann6_mf``, ``learning_curve``, ``yahpo_lcbench``, ``yahpo_rbv2_xgboost``
-(the YAHPO Gym ones need ``onnxruntime`` and the surrogate files, see :mod:`._yahpo`).
+(the YAHPO Gym ones need ``onnxruntime`` and the surrogate files, see :mod:`._yahpo`), ``oc20_gmp``
+(GMP + SingleNN on OC20 replayed from an exhaustive grid, see :mod:`._tabular`) and ``tabular``
+(any recorded table: ``get_problem("tabular", table=PATH)``).
 """
 
 from mfbo.optimize.problems._base import Problem, UnknownProblem, get_problem, list_problems, register_problem
@@ -31,3 +33,9 @@ from mfbo.optimize.problems._yahpo import YahpoLCBench, YahpoRBv2XGBoost  # noqa
 __all__ += ["YahpoLCBench", "YahpoRBv2XGBoost"]
 register_problem("yahpo_lcbench", YahpoLCBench)
 register_problem("yahpo_rbv2_xgboost", YahpoRBv2XGBoost)
+
+from mfbo.optimize.problems._tabular import OC20GMP, TabularProblem  # noqa: E402
+
+__all__ += ["OC20GMP", "TabularProblem"]
+register_problem("oc20_gmp", OC20GMP)
+register_problem("tabular", TabularProblem)
