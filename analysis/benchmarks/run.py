@@ -34,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-DEFAULT_PROBLEMS = ["hartmann6_mf", "learning_curve", "yahpo_lcbench", "yahpo_rbv2_xgboost"]
+DEFAULT_PROBLEMS = ["hartmann6_mf", "learning_curve", "yahpo_lcbench", "yahpo_rbv2_xgboost", "oc20_gmp"]
 DEFAULT_METHODS = ["mfbo", "random", "ax-sf", "optuna-tpe-hb", "hyperband"]
-DEFAULT_BUDGETS = {"hartmann6_mf": 30.0, "learning_curve": 30.0, "yahpo_lcbench": 30.0, "yahpo_rbv2_xgboost": 30.0}
+DEFAULT_BUDGETS = {"hartmann6_mf": 30.0, "learning_curve": 30.0, "yahpo_lcbench": 30.0, "yahpo_rbv2_xgboost": 30.0,
+                   "oc20_gmp": 30.0}
 TARGETS = {"5pct": 0.05, "1pct": 0.01}
 
 
