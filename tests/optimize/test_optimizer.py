@@ -110,6 +110,22 @@ def test_minimize_spends_little_at_target_and_beats_initial_design():
         assert (df["trial_index"] == t.index).sum() == len(t.curve)
 
 
+def test_learning_curve_problem_less_than_half_the_budget_at_target_fidelity():
+    from mfbo.optimize.problems import get_problem
+
+    problem = get_problem("learning_curve", seed=0)
+    result = minimize(problem, problem.space, budget=2.0, seed=0, verify=False, **FAST)
+    tgt = problem.target
+    at_target = sum(t.cost for t in result.trials
+                    if t.data_fraction >= tgt["data_fraction"] - 1e-9 and t.epochs >= tgt["epochs"])
+    spent = sum(t.cost for t in result.trials)
+    assert result.cost_spent >= 1.5  # the run did use its budget
+    assert at_target < 0.5 * spent, (at_target, spent)
+    # cheap trials dominate: most trials ran below a tenth of the target cost
+    cheap = [t for t in result.trials if t.data_fraction * t.epochs / tgt["epochs"] < 0.1]
+    assert len(cheap) > len(result.trials) / 2
+
+
 def test_pending_points_are_never_proposed_twice():
     opt = MultiFidelityOptimizer(SPACE, seed=3, **FAST)
     _run(opt, toy, 5)
