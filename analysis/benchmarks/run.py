@@ -7,6 +7,7 @@ seed), scores every history point by its simple regret at target fidelity (noise
 - ``OUT/results.json``: every number: per-run regret traces, medians and quartiles of regret on a cost
   grid, cost-to-target (regret <= 5 % and 1 % of the problem's initial-design regret), the ratios of
   mfbo to the best baseline and to random search, timings (wall and process CPU);
+- ``OUT/summary.md``: the summary as Markdown tables;
 - ``OUT/PROBLEM.png``: median regret (quartile bands) vs cumulative cost in FFE, and cost-to-target.
 
 Initial-design regret of a problem = the median regret of 1024 quasi-random configurations at target
@@ -352,6 +353,43 @@ def plot(summary: dict, out_dir: Path) -> list[Path]:
     return paths
 
 
+def _ffe(v: Any) -> str:
+    v = _float(v)
+    return "not reached" if not math.isfinite(v) else f"{v:.3g}"
+
+
+def markdown(summary: dict) -> str:
+    """The summary as Markdown tables, one per problem (what results/README.md shows)."""
+    lines: list[str] = []
+    for problem, ps in summary.items():
+        th = ps["thresholds"]
+        lines += [f"### {problem} (initial-design regret {ps['initial_design_regret']:.4g}; "
+                  f"5 % = {th['5pct']:.3g}, 1 % = {th['1pct']:.3g})", "",
+                  "| method | budget FFE | runs (timed out) | cost-to-target 5 % median [q25, q75] | reached 5 % "
+                  "| cost-to-target 1 % median | reached 1 % | median regret at 1 / 10 / 30 FFE | final regret median "
+                  "| cost spent median | CPU s median |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for name, m in ps["methods"].items():
+            if "regret_median" not in m:
+                lines.append(f"| {name} | {m.get('budget_ffe', '')} | {m['n_runs']} | failed: {m['errors']} |")
+                continue
+            at = m["regret_median_at_ffe"]
+            regs = " / ".join("n/a" if not math.isfinite(_float(at.get(k, math.nan))) else f"{_float(at[k]):.3g}"
+                              for k in ("1", "10", "30"))
+            lines.append(
+                f"| {name} | {m['budget_ffe']:g} | {m['n_runs']} ({m['n_timed_out']}) | "
+                f"{_ffe(m['cost_to_target_5pct_median'])} [{_ffe(m['cost_to_target_5pct_q25'])}, "
+                f"{_ffe(m['cost_to_target_5pct_q75'])}] | {m['reached_5pct']:.0%} | "
+                f"{_ffe(m['cost_to_target_1pct_median'])} | {m['reached_1pct']:.0%} | {regs} | "
+                f"{m['final_regret_median']:.3g} | {m['cost_spent_median_ffe']:.3g} | {m['cpu_s_median']:.0f} |")
+        lines.append("")
+        for key, e in ps.get("ratios", {}).items():
+            lines.append(f"- {key}: mfbo median {_ffe(e['mfbo_median'])} FFE; mfbo / best baseline "
+                         f"{_fmt_ratio(e.get('vs_best_baseline'))}; mfbo / random {_fmt_ratio(e.get('vs_random'))}")
+        lines.append("")
+    return "\n".join(lines)
+
+
 def _fmt_ratio(e: dict | None) -> str:
     if not e:
         return "n/a"
@@ -465,6 +503,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "problems": summary,
                                                             "runs": records}), indent=1))
     plot(summary, out)
+    (out / "summary.md").write_text(markdown(summary))
     print(f"{'problem':<20} {'method':<14} {'ctt5% med':>9} {'ctt1% med':>9} {'reach5%':>7} {'final regret':>12} "
           f"{'wall s':>7} {'cpu s':>7}")
     for problem, ps in summary.items():
@@ -478,7 +517,7 @@ def main(argv: list[str] | None = None) -> int:
         for key, e in ps.get("ratios", {}).items():
             print(f"  {problem} {key}: mfbo median {e['mfbo_median']:.3g} FFE; mfbo/best baseline "
                   f"{_fmt_ratio(e.get('vs_best_baseline'))}; mfbo/random {_fmt_ratio(e.get('vs_random'))}")
-    print(f"wrote {out / 'results.json'} and {', '.join(p.name for p in out.glob('*.png'))}")
+    print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {', '.join(p.name for p in out.glob('*.png'))}")
     return 0
 
 

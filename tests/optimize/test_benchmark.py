@@ -98,6 +98,7 @@ def test_cli_end_to_end(tmp_path):
     runs = data["runs"]
     assert len(runs) == 4 and all(r["regret"] and min(r["regret"]) >= 0 for r in runs)
     assert (out / "hartmann6_mf.png").stat().st_size > 10_000
+    assert "| random | 3 | 2 (0) |" in (out / "summary.md").read_text()
     assert len(list((out / "runs").rglob("seed*.json"))) == 4
     # a rerun reuses the stored runs and only rebuilds the summary
     proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
