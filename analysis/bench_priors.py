@@ -36,6 +36,7 @@ import math
 import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -152,6 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-gp-points", type=int, default=250, help="cap on GP training rows (250, the default)")
     ap.add_argument("--no-stop", action="store_true", help="run every budget to the end")
     ap.add_argument("--out", help="write every number to this JSON file")
+    ap.add_argument("--runs-dir", help="keep each finished run here as JSON and reuse it on a rerun with the "
+                    "same settings (default: OUT's name + '.runs/' when --out is given)")
+    ap.add_argument("--seed-start", type=int, default=0, help="first seed (seeds seed-start .. seed-start+seeds-1)")
     args = ap.parse_args(argv)
 
     from mfbo.optimize.problems import get_problem
@@ -162,14 +166,27 @@ def main(argv: list[str] | None = None) -> int:
     options = {"raw_samples": args.raw_samples, "num_restarts": args.num_restarts,
                "max_gp_points": args.max_gp_points}
     report["optimizer_options"] = options
+    runs_dir = Path(args.runs_dir) if args.runs_dir else Path(args.out + ".runs") if args.out else None
+    if runs_dir:
+        runs_dir.mkdir(parents=True, exist_ok=True)
     for name in args.problems:
         problem = get_problem(name, seed=0)
         r0 = initial_design_regret(problem)
         threshold = args.target * r0
         runs: dict[str, list[dict]] = {c: [] for c in args.conditions}
-        for seed in range(args.seeds):
+        for seed in range(args.seed_start, args.seed_start + args.seeds):
             for cond in args.conditions:  # interleaved so load drift hits every condition alike
-                rec = run_one(name, cond, seed, args.budget, threshold, options, not args.no_stop)
+                key = {"problem": name, "condition": cond, "seed": seed, "budget_ffe": args.budget,
+                       "threshold": threshold, "options": options, "stop_at_target": not args.no_stop}
+                path = runs_dir / f"{name}-{cond}-seed{seed}.json" if runs_dir else None
+                stored = json.loads(path.read_text()) if path and path.is_file() else None
+                if stored and stored.get("key") == _finite(key):
+                    rec = stored["record"]
+                    rec["cost_to_target"] = math.inf if rec["cost_to_target"] is None else rec["cost_to_target"]
+                else:
+                    rec = run_one(name, cond, seed, args.budget, threshold, options, not args.no_stop)
+                    if path:  # a killed benchmark keeps every finished run
+                        path.write_text(json.dumps(_finite({"key": key, "record": rec})))
                 runs[cond].append(rec)
                 print(f"{name:<15} {cond:<5} seed {seed}: cost-to-target {rec['cost_to_target']:.2f} FFE, "
                       f"final regret {rec['final_regret']:.4f}, {rec['n_trials']} trials, "

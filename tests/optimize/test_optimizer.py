@@ -239,6 +239,23 @@ def test_prior_shapes_initial_design_and_acquisition():
     assert np.mean(np.abs(np.array(model_x) - 0.9)) < 0.3
 
 
+def test_prior_anchor_runs_the_prior_mode_once_at_target_fidelity():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), **FAST)
+    _run(opt, toy, 1 + FAST["n_initial"])
+    anchor, *initial = opt.trials
+    assert anchor.metadata["source"] == "prior-anchor"
+    assert (anchor.data_fraction, anchor.epochs) == (1.0, 20) and abs(anchor.params["x"] - 0.9) < 0.02
+    # the anchor comes on top of the n_initial cheap design points, and only once (also after a resume)
+    assert [t.metadata["source"] for t in initial] == ["initial"] * FAST["n_initial"]
+    assert all(t.data_fraction <= 0.3 + 1e-9 for t in initial)
+    again = MultiFidelityOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())), prior=CentredPrior())
+    (nxt,) = again.ask(1)
+    assert again.trials[nxt.trial_index].metadata["source"] != "prior-anchor"
+    assert sum(t.metadata["source"] == "prior-anchor" for t in again.trials) == 1
+    plain = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), prior_anchor=False, **FAST)
+    assert plain.ask(1)[0].data_fraction <= 0.3 + 1e-9
+
+
 def test_workers_run_asynchronously_without_duplicates():
     seen = []
 
