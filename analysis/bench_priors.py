@@ -19,10 +19,10 @@ Both ratios printed are medians of cost-to-target, ``near / none`` (target <= 0.
 Hartmann-6, ``num_layers * num_nodes <= 2048`` on the learning-curve problem; neither excludes the optimum)
 is passed so the constraint path is exercised and checked (no proposal may violate it).
 
-Example (the small run reported in docs/priors.md)::
+Example (the runs reported in docs/priors.md)::
 
-    OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python analysis/bench_priors.py --problems hartmann6_mf \\
-        --seeds 2 --budget 4 --out /tmp/bench_priors.json
+    OMP_NUM_THREADS=1 .venv/bin/python analysis/bench_priors.py --problems hartmann6_mf \\
+        --seeds 4 --budget 20 --out analysis/priors_results/bench_priors_hartmann6_mf.json
 
 Runs stop once the target is reached (``--no-stop`` to run every budget out); a run that never reaches it
 within the budget counts as ``inf`` (censored), so a ratio with ``inf`` in the denominator is an upper bound.

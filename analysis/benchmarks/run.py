@@ -384,7 +384,8 @@ def markdown(summary: dict) -> str:
                 f"{m['final_regret_median']:.3g} | {m['cost_spent_median_ffe']:.3g} | {m['cpu_s_median']:.0f} |")
         lines.append("")
         for key, e in ps.get("ratios", {}).items():
-            lines.append(f"- {key}: mfbo median {_ffe(e['mfbo_median'])} FFE; mfbo / best baseline "
+            mf = _ffe(e["mfbo_median"])
+            lines.append(f"- {key}: mfbo median {mf}{' FFE' if mf != 'not reached' else ''}; mfbo / best baseline "
                          f"{_fmt_ratio(e.get('vs_best_baseline'))}; mfbo / random {_fmt_ratio(e.get('vs_random'))}")
         lines.append("")
     return "\n".join(lines)
@@ -393,7 +394,7 @@ def markdown(summary: dict) -> str:
 def _fmt_ratio(e: dict | None) -> str:
     if not e:
         return "n/a"
-    r = e["ratio"]
+    r = _float(e["ratio"])
     s = "inf" if not math.isfinite(r) else f"{r:.3f}"
     return f"{'<= ' if e['bound'] == '<=' else ''}{s} (vs {e['baseline']})"
 
