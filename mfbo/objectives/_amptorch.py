@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from mfbo.errors import BackendUnavailable, ConfigError, ObjectiveError, TrainingDiverged
-from mfbo.objectives._base import Objective
+from mfbo.objectives._base import Objective, describe_source
 from mfbo.objectives._record import RECORD_KEYS, check_metric, metric_curve
 
 __all__ = [
@@ -923,13 +923,10 @@ class AmptorchObjective(Objective):
         )
 
     def describe(self) -> dict:
-        def src(source):
-            return source if isinstance(source, str) or source is None else f"<{len(source)} Atoms>"
-
         return {
             "class": "mfbo.objectives._amptorch:AmptorchObjective",
-            "train": src(self.train_source),
-            "val": src(self.val_source),
+            "train": describe_source(self.train_source),
+            "val": describe_source(self.val_source),
             "metric": self.metric,
             "base_config": self.base_config,
         }

@@ -45,3 +45,8 @@ class Objective:
     def describe(self) -> dict:
         """Optional: a JSON-able description stored with a study."""
         return {"class": f"{type(self).__module__}:{type(self).__qualname__}"}
+
+
+def describe_source(source: Any) -> str | None:
+    """How ``describe()`` shows a dataset: its path as given, or ``"<N Atoms>"`` for in-memory images."""
+    return source if isinstance(source, str) or source is None else f"<{len(source)} Atoms>"

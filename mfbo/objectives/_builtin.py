@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from mfbo.objectives._base import Objective
+from mfbo.objectives._base import Objective, describe_source
 from mfbo.objectives._record import check_metric, metric_curve
 
 __all__ = ["BuiltinObjective"]
@@ -169,13 +169,10 @@ class BuiltinObjective(Objective):
         )
 
     def describe(self) -> dict:
-        def src(s):
-            return s if isinstance(s, str) or s is None else f"<{len(s)} Atoms>"
-
         return {
             "class": "mfbo.objectives._builtin:BuiltinObjective",
-            "train": src(self.train_source),
-            "val": src(self.val_source),
+            "train": describe_source(self.train_source),
+            "val": describe_source(self.val_source),
             "metric": self.metric,
             "base_config": self.base_config,
         }

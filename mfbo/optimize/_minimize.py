@@ -24,16 +24,9 @@ import numpy as np
 from mfbo.errors import ConfigError, ObjectiveError
 from mfbo.optimize._space import SearchSpace
 from mfbo.optimize._types import Candidate, MinimizeResult
+from mfbo.optimize.baselines._common import as_callable, check_budget
 
 __all__ = ["minimize"]
-
-
-def _as_callable(objective: Any) -> Callable[[dict, float, int], Mapping]:
-    if hasattr(objective, "evaluate") and callable(objective.evaluate):
-        return objective.evaluate
-    if callable(objective):
-        return objective
-    raise ConfigError(f"objective must be callable or have an evaluate() method, got {type(objective).__name__}")
 
 
 def _timed_call(fn: Callable, params: dict, data_fraction: float, epochs: int) -> tuple[Any, float, BaseException | None]:
@@ -108,14 +101,13 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
               max_consecutive_failures, optimizer_options) -> MinimizeResult:
     from mfbo.optimize._optimizer import MultiFidelityOptimizer
 
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget) or budget <= 0:
-        raise ConfigError(f"budget must be a positive number of full-fidelity equivalents, got {budget!r}")
+    budget = check_budget(budget)
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
         raise ConfigError(f"workers must be a positive integer, got {workers!r}")
     if executor not in ("thread", "process"):
         raise ConfigError(f"executor must be 'thread' or 'process', got {executor!r}")
     space = SearchSpace.from_dict(space)
-    fn = _as_callable(objective)
+    fn = as_callable(objective)
     ffe_attr = getattr(objective, "full_fidelity_cost", None)
     ffe_fixed = float(ffe_attr) if isinstance(ffe_attr, (int, float)) and ffe_attr > 0 else None
     opt = MultiFidelityOptimizer(space, seed=seed, prior=prior, constraints=constraints, **optimizer_options)
