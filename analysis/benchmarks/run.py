@@ -422,15 +422,25 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     budgets = dict(DEFAULT_BUDGETS)
+    def ffe(option: str, item: str) -> tuple[str, float]:
+        key, _, val = item.partition("=")
+        try:
+            value = float(val)
+        except ValueError:
+            value = math.nan
+        if not key or not math.isfinite(value) or value <= 0:
+            ap.error(f"{option} {item!r}: expected NAME=FFE with a positive number of FFE")
+        return key, value
+
     for item in args.budget:
-        name, _, val = item.partition("=")
-        budgets[name] = float(val)
+        name, val = ffe("--budget", item)
+        budgets[name] = val
     method_budgets: dict[tuple[str, str], float] = {}
     for item in args.method_budget:
-        key, _, val = item.partition("=")
+        key, val = ffe("--method-budget", item)
         prob_name, _, meth = key.rpartition(":")
         for p in ([prob_name] if prob_name else args.problems):
-            method_budgets[(p, meth)] = float(val)
+            method_budgets[(p, meth)] = val
 
     def budget_of(problem: str, method: str) -> float:
         return method_budgets.get((problem, method), budgets[problem])

@@ -26,7 +26,7 @@ from mfbo.errors import OptimizerError, SearchSpaceError
 from mfbo.optimize._acquisition import ACQUISITIONS, acquisition_pool
 from mfbo.optimize._cost import LogLinearCostModel
 from mfbo.optimize._space import SearchSpace, sobol
-from mfbo.optimize._surrogate import Surrogate, fit_surrogate
+from mfbo.optimize._surrogate import Surrogate, fit_surrogate, uses_log_outcome
 from mfbo.optimize._trace import FidelityEncoder, training_rows
 from mfbo.optimize._types import Candidate, Trial
 
@@ -272,7 +272,7 @@ class MultiFidelityOptimizer:
         n = len(completed)
         fresh = (self._warm_state is None or n - self._fresh_at >= self.refit_every
                  # the outcome transform changed (log <-> identity): old hyperparameters mean nothing
-                 or (self._surrogate is not None and bool(np.all(y > 0)) != self._surrogate.log_outcome))
+                 or (self._surrogate is not None and uses_log_outcome(y) != self._surrogate.log_outcome))
         if fresh:
             maxiter = self.fresh_maxiter
         elif n - self._hyper_at >= self.hyper_every:

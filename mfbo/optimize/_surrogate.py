@@ -17,7 +17,12 @@ import torch
 
 from mfbo.optimize._trace import FidelityEncoder
 
-__all__ = ["fit_surrogate", "Surrogate"]
+__all__ = ["fit_surrogate", "Surrogate", "uses_log_outcome"]
+
+
+def uses_log_outcome(y: np.ndarray) -> bool:
+    """Whether the GP models ``log(loss)``: only when every observed loss is positive."""
+    return bool(np.all(np.asarray(y) > 0))
 
 
 def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, warm_state: dict | None = None,
@@ -39,7 +44,7 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
     from botorch.models import SingleTaskMultiFidelityGP
     from gpytorch.mlls import ExactMarginalLogLikelihood
 
-    log_outcome = bool(np.all(y > 0))
+    log_outcome = uses_log_outcome(y)
     z = -(np.log(y) if log_outcome else y)
     tX = torch.as_tensor(X, dtype=torch.double)
     tY = torch.as_tensor(z, dtype=torch.double).unsqueeze(-1)

@@ -103,3 +103,11 @@ def test_cli_end_to_end(tmp_path):
     # a rerun reuses the stored runs and only rebuilds the summary
     proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0 and "runs in" not in proc2.stderr
+
+
+def test_cli_rejects_a_malformed_budget(tmp_path):
+    proc = subprocess.run([sys.executable, str(RUN_PY), "--method-budget", "random", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "--method-budget 'random': expected NAME=FFE" in proc.stderr
+    assert "Traceback" not in proc.stderr
