@@ -151,6 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--raw-samples", type=int, default=512, help="optimiser raw pool size (512, its default)")
     ap.add_argument("--num-restarts", type=int, default=2, help="acquisition restarts (2, the default)")
     ap.add_argument("--max-gp-points", type=int, default=250, help="cap on GP training rows (250, the default)")
+    ap.add_argument("--prior-beta", type=float, default=None, help="piBO strength (the optimiser's default)")
     ap.add_argument("--no-stop", action="store_true", help="run every budget to the end")
     ap.add_argument("--out", help="write every number to this JSON file")
     ap.add_argument("--runs-dir", help="keep each finished run here as JSON and reuse it on a rerun with the "
@@ -165,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     # The same acquisition settings for every condition (the optimiser's defaults unless overridden).
     options = {"raw_samples": args.raw_samples, "num_restarts": args.num_restarts,
                "max_gp_points": args.max_gp_points}
+    if args.prior_beta is not None:
+        options["prior_beta"] = args.prior_beta
     report["optimizer_options"] = options
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(args.out + ".runs") if args.out else None
     if runs_dir:

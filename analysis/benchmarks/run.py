@@ -53,13 +53,16 @@ def _limit_threads() -> None:
         pass
 
 
-def _jsonable(x: Any) -> Any:
+def _jsonable(x: Any, digits: int | None = None) -> Any:
+    """JSON-safe copy (inf as "inf", NaN as null); ``digits``: round floats to that many significant digits."""
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): _jsonable(v, digits) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [_jsonable(v, digits) for v in x]
     if isinstance(x, (np.floating, float)):
         v = float(x)
+        if math.isfinite(v) and digits is not None:
+            v = float(f"{v:.{digits}g}")
         return v if math.isfinite(v) else (None if math.isnan(v) else ("inf" if v > 0 else "-inf"))
     if isinstance(x, np.integer):
         return int(x)
@@ -511,8 +514,9 @@ def main(argv: list[str] | None = None) -> int:
                                   "fraction x initial_design_regret; inf if never within the budget",
                 "ratio_bound_<=": "the baseline never reached the target within the budget: its cost-to-target "
                                   "exceeds the budget, so mfbo/budget bounds the ratio from above"}}
+    # 7 significant digits and no indentation: every run's trace is in it (summary.md is the readable view)
     (out / "results.json").write_text(json.dumps(_jsonable({"meta": meta, "problems": summary,
-                                                            "runs": records}), indent=1))
+                                                            "runs": records}, digits=7), separators=(",", ":")))
     plot(summary, out)
     (out / "summary.md").write_text(markdown(summary))
     print(f"{'problem':<20} {'method':<14} {'ctt5% med':>9} {'ctt1% med':>9} {'reach5%':>7} {'final regret':>12} "

@@ -17,6 +17,7 @@ after applying the prior weight, the constraints and the duplicate filter (see `
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -24,7 +25,7 @@ import torch
 
 from mfbo.optimize._trace import FidelityEncoder
 
-__all__ = ["ACQUISITIONS", "acquisition_pool"]
+__all__ = ["ACQUISITIONS", "acquisition_pool", "weighted_values"]
 
 ACQUISITIONS = ("gibbon", "kg")
 
@@ -40,10 +41,13 @@ _LOCAL_SCALES = (0.15, 0.05, 0.015)
 _LOCAL_PER_ANCHOR = 48
 
 
-def _perturb(anchors: np.ndarray, scale: float, encoder: FidelityEncoder, rng: np.random.Generator) -> np.ndarray:
+def _perturb(anchors: np.ndarray, scale: float, encoder: FidelityEncoder, rng: np.random.Generator,
+             snap: float = 0.0) -> np.ndarray:
     """``(k * _LOCAL_PER_ANCHOR, dim)`` rounded rows: Gaussian steps around ``(k, dim)`` anchors, in bounds.
 
     Fidelity columns move in log space (relative steps), so cheap levels are explored as finely as dear ones.
+    ``snap``: chance that a design coordinate goes all the way to the bound it steps towards (optima on
+    several bounds at once are reached by clipped Gaussian steps only by luck).
     """
     lo, hi = encoder.bounds()
     X = np.repeat(anchors, _LOCAL_PER_ANCHOR, axis=0)
@@ -51,10 +55,22 @@ def _perturb(anchors: np.ndarray, scale: float, encoder: FidelityEncoder, rng: n
     design = np.ones(X.shape[1], dtype=bool)
     design[list(encoder.fidelity_cols)] = False
     X[:, design] += step[:, design] * (hi - lo)[design]
+    if snap > 0:
+        to_bound = design & (rng.random(X.shape) < snap)
+        X[to_bound] = np.where(step[to_bound] > 0, np.broadcast_to(hi, X.shape)[to_bound],
+                               np.broadcast_to(lo, X.shape)[to_bound])
     for col in encoder.fidelity_cols:
         span = np.log(hi[col]) - np.log(lo[col])
         X[:, col] = np.exp(np.log(np.maximum(X[:, col], lo[col])) + step[:, col] * span)
     return encoder.round(np.clip(X, lo, hi))
+
+
+def weighted_values(rows: np.ndarray, values: np.ndarray, weight_fn) -> np.ndarray:
+    """piBO-weighted acquisition values (positive values multiplied by the weight, negative divided)."""
+    if weight_fn is None:
+        return values
+    w = np.maximum(np.asarray(weight_fn(rows), dtype=float).reshape(len(rows)), 1e-300)
+    return np.where(values > 0, values * w, values / w)
 
 
 def _batched(acq, X: torch.Tensor, chunk: int = 512) -> torch.Tensor:
@@ -65,8 +81,8 @@ def _batched(acq, X: torch.Tensor, chunk: int = 512) -> torch.Tensor:
 def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, raw: np.ndarray,
                      candidate_set: np.ndarray, X_pending: np.ndarray | None, *, num_restarts: int = 2,
                      maxiter: int = 25, num_fantasies: int = 16, current_value: float | None = None,
-                     start_weights: np.ndarray | None = None, seed: int = 0,
-                     refine: str = "local") -> tuple[np.ndarray, np.ndarray]:
+                     weight_fn: Callable[[np.ndarray], np.ndarray] | None = None, seed: int = 0,
+                     refine: str = "local", boundary_snap: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """Score and refine candidate rows.
 
     Args:
@@ -81,11 +97,15 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
         maxiter: L-BFGS-B iterations per restart (gradient refinement).
         num_fantasies: fantasies (kg).
         current_value: max posterior mean at target fidelity (kg).
-        start_weights: ``(n_raw,)`` multiplicative weights (prior) used when choosing restart points.
+        weight_fn: ``rows (n, dim) -> (n,)`` positive weights (piBO's ``prior^(beta/n)``); the refinement
+            then climbs the weighted acquisition (positive values multiplied, negative ones divided),
+            which is the one the optimiser selects by. The returned values are unweighted.
         seed: torch seed for the acquisition's Monte-Carlo parts and numpy seed for the local search.
         refine: gibbon's refinement of the best pool rows: "local" (rounds of shrinking Gaussian
             perturbations, scored in batches; rounding-aware and several times cheaper) or "gradient"
             (L-BFGS-B on the relaxed acquisition, then rounding).
+        boundary_snap: in the local search, the chance that a perturbed design coordinate is sent to the
+            bound it steps towards (0: never).
     Returns:
         ``(rows, values)``: ``(k, dim)`` rounded rows and their ``(k,)`` acquisition values.
     """
@@ -106,12 +126,9 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
             cost_aware_utility=utility, project=project, X_pending=Xp,
         )
         vals = _batched(acq, traw)
-        score = vals.clone()
-        if start_weights is not None:
-            w = torch.as_tensor(start_weights, dtype=torch.double)
-            score = torch.where(score > 0, score * w, score / w)
         k = min(num_restarts, len(traw))
         if refine == "gradient":
+            score = torch.as_tensor(weighted_values(raw, vals.numpy(), weight_fn))
             starts = traw[torch.topk(score, k).indices].unsqueeze(-2)
             Xopt, _ = gen_candidates_scipy(starts, acq, lower_bounds=bounds[0], upper_bounds=bounds[1],
                                            options={"maxiter": maxiter})
@@ -119,14 +136,16 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
             vals_opt = _batched(acq, Xr)
             return torch.cat([traw, Xr]).numpy(), torch.cat([vals, vals_opt]).numpy()
         rows, values = traw.numpy(), vals.numpy()
+        score = weighted_values(rows, values, weight_fn)
         rng = np.random.default_rng(seed)
         for scale in _LOCAL_SCALES:
             # Local search around the current best rows, on rounded rows: it respects integer and
             # categorical columns exactly, which gradient steps on the relaxed acquisition do not.
-            top = np.argsort(-np.where(np.isfinite(values), values, -np.inf))[:k]
-            local = _perturb(rows[top], scale, encoder, rng)
+            top = np.argsort(-np.where(np.isfinite(score), score, -np.inf))[:k]
+            local = _perturb(rows[top], scale, encoder, rng, boundary_snap)
             lvals = _batched(acq, torch.as_tensor(local, dtype=torch.double)).numpy()
             rows, values = np.vstack([rows, local]), np.concatenate([values, lvals])
+            score = np.concatenate([score, weighted_values(local, lvals, weight_fn)])
         return rows, values
     if kind == "kg":
         from botorch.acquisition.knowledge_gradient import qMultiFidelityKnowledgeGradient

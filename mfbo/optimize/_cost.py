@@ -71,17 +71,33 @@ class LogLinearCostModel:
         self.residual_sd = float(np.sqrt(np.mean(resid ** 2))) if self.n_obs > 1 else float("nan")
         return self
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Predicted cost in seconds (relative units before any fit), shape ``(n,)``."""
-        return np.exp(self._features(X) @ self.coef)
+    def predict(self, X: np.ndarray, design_exponent: float = 1.0) -> np.ndarray:
+        """Predicted cost in seconds (relative units before any fit), shape ``(n,)``.
+
+        Args:
+            X: encoded inputs ``(n, d_enc + n_fid)``.
+            design_exponent: power applied to the design-dependent factor of the cost (1: the fitted
+                model; 0: cost depends on the fidelities only). See :meth:`module`.
+        """
+        return np.exp(self._features(X) @ self._scaled_coef(design_exponent))
+
+    def _scaled_coef(self, design_exponent: float) -> np.ndarray:
+        coef = self.coef.copy()
+        coef[1 + len(self.fidelity_cols):] *= float(design_exponent)
+        return coef
 
     def to_dict(self) -> dict:
         return {"coef": self.coef.tolist(), "n_obs": self.n_obs, "residual_sd": self.residual_sd,
                 "fidelity_cols": self.fidelity_cols, "n_design": self.n_design}
 
-    def module(self, scale: float = 1.0, overhead: float = 0.0) -> CostModule:
-        """A BoTorch deterministic model computing ``predict(X) / scale + overhead`` differentiably."""
-        return CostModule(self.coef, self.n_design, self.fidelity_cols, scale, overhead)
+    def module(self, scale: float = 1.0, overhead: float = 0.0, design_exponent: float = 1.0) -> CostModule:
+        """A BoTorch deterministic model computing ``predict(X, design_exponent) / scale + overhead``.
+
+        ``design_exponent`` < 1 "cools" the design-dependent part of the cost (cost-cooling, Lee et al.
+        2020, "Cost-aware Bayesian optimization"): the fidelity trade-off keeps its full cost, but a design
+        that is expensive at every fidelity is penalised less, so an expensive optimum is not avoided for ever.
+        """
+        return CostModule(self._scaled_coef(design_exponent), self.n_design, self.fidelity_cols, scale, overhead)
 
 
 class CostModule(DeterministicModel):

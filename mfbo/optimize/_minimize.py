@@ -110,8 +110,10 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
     fn = as_callable(objective)
     ffe_attr = getattr(objective, "full_fidelity_cost", None)
     ffe_fixed = float(ffe_attr) if isinstance(ffe_attr, (int, float)) and ffe_attr > 0 else None
-    opt = MultiFidelityOptimizer(space, seed=seed, prior=prior, constraints=constraints, **optimizer_options)
     reserve = 1.0 if verify else 0.0
+    # the search budget (without the verification run) drives the optimiser's cost-cooling
+    options = {"budget": budget - reserve if budget > reserve else budget, **optimizer_options}
+    opt = MultiFidelityOptimizer(space, seed=seed, prior=prior, constraints=constraints, **options)
     t_start = time.perf_counter()
     spent_s = 0.0
     history: list[dict] = []

@@ -241,6 +241,8 @@ def build_optimizer(config: StudyConfig, space: Any, prior: Any, constraints: li
             from mfbo.optimize._optimizer import MultiFidelityOptimizer as factory
     kwargs = dict(config.optimizer_options)
     kwargs.setdefault("seed", config.seed)
+    if config.budget_ffe is not None and _accepts(factory, "budget"):
+        kwargs.setdefault("budget", config.budget_ffe)  # drives cost-cooling in the default optimiser
     if prior is not None:
         kwargs["prior"] = prior
     if constraints:

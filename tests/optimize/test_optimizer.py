@@ -76,6 +76,46 @@ def test_cost_model_learns_exponents_from_wall_times():
     assert np.allclose(m.module(scale=2.0)(torch.as_tensor(X)).squeeze(-1).numpy(), cost / 2.0, rtol=0.05)
 
 
+def test_cost_cooling_exponent_scales_only_the_design_part_of_the_cost():
+    from mfbo.optimize import LogLinearCostModel
+
+    rng = np.random.default_rng(1)
+    X = np.column_stack([rng.random(30), rng.uniform(0.05, 1, 30), rng.uniform(0.01, 1, 30)])
+    cost = X[:, 1] * X[:, 2] * np.exp(2.0 * X[:, 0])
+    m = LogLinearCostModel(n_design=1, fidelity_cols=[1, 2], ridge=1e-3).fit(X, cost)
+    cold = m.predict(X, design_exponent=0.0)
+    assert np.allclose(cold / (X[:, 1] * X[:, 2]), cold[0] / (X[0, 1] * X[0, 2]), rtol=0.02)  # design-free
+    half = m.predict(X, design_exponent=0.5)
+    assert np.allclose(half, np.sqrt(cold * m.predict(X)), rtol=1e-9)  # geometric interpolation
+    import torch
+
+    mod = m.module(scale=1.0, design_exponent=0.5)
+    assert np.allclose(mod(torch.as_tensor(X)).squeeze(-1).numpy(), half, rtol=1e-9)
+
+
+def test_cost_cooling_exponent_falls_from_one_to_zero_as_the_budget_is_spent():
+    no_budget = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(no_budget, toy, 6)
+    assert no_budget.design_cost_exponent() == 1.0
+    opt = MultiFidelityOptimizer(SPACE, seed=0, budget=2.0, cost_cooling=True, **FAST)
+    seen = []
+    for _ in range(40):
+        _run(opt, toy, 1)
+        seen.append(opt.design_cost_exponent())
+        spent = sum(t.cost for t in opt.trials) / toy.full_fidelity_cost
+        if spent > 2.2:
+            break
+    assert seen[0] == pytest.approx(1.0)  # still in the initial design
+    assert all(b <= a + 1e-12 for a, b in zip(seen, seen[1:]))  # never rises
+    assert seen[-1] == 0.0  # budget gone: only the fidelities' cost counts
+    assert opt.last_timings["design_cost_exponent"] < 1.0
+    off = MultiFidelityOptimizer(SPACE, seed=0, budget=2.0, cost_cooling=False, **FAST)
+    _run(off, toy, 6)
+    assert off.design_cost_exponent() == 1.0
+    with pytest.raises(OptimizerError, match="budget"):
+        MultiFidelityOptimizer(SPACE, budget=-1.0)
+
+
 def test_minimize_spends_little_at_target_and_beats_initial_design():
     stop_after = 12
     beats = []
@@ -173,7 +213,9 @@ def test_constraints_never_violated():
 
 
 def test_state_dict_round_trip_and_resume():
-    opt = MultiFidelityOptimizer(SPACE, seed=2, **FAST)
+    # refit_every=1: both optimisers fit their hyperparameters from scratch on the same data, so their
+    # recommendations can be compared (the default schedule warm-starts, which the rebuilt one cannot)
+    opt = MultiFidelityOptimizer(SPACE, seed=2, refit_every=1, **FAST)
     _run(opt, toy, 5)
     running = opt.ask(1)[0]
     bad = opt.ask(1)[0]
@@ -296,3 +338,23 @@ def test_knowledge_gradient_on_an_epochs_only_space():
     (cand,) = opt.ask(1)
     assert cand.data_fraction == 1.0 and 1 <= cand.epochs <= 20
     assert opt.trials[-1].metadata["source"] == "model:kg"
+
+
+
+def test_boundary_snap_sends_coordinates_to_the_bound_they_step_towards():
+    from mfbo.optimize._acquisition import _perturb
+    from mfbo.optimize._trace import FidelityEncoder
+
+    space = SearchSpace.from_dict({f"x{i}": {"type": "float", "bounds": [0.0, 1.0]} for i in range(6)}
+                                  | {"epochs": {"type": "fidelity", "bounds": [1, 20], "target": 20}})
+    enc = FidelityEncoder(space)
+    anchor = np.full((1, enc.dim), 0.5)
+    plain = _perturb(anchor, 0.015, enc, np.random.default_rng(0))[:, : enc.d]
+    snapped = _perturb(anchor, 0.015, enc, np.random.default_rng(0), snap=0.1)[:, : enc.d]
+    # a 0.015-wide step from 0.5 never reaches a bound; with snaps some coordinates land on both bounds
+    assert not ((plain == 0.0) | (plain == 1.0)).any()
+    on_bound = (snapped == 0.0) | (snapped == 1.0)
+    assert (snapped == 0.0).any() and (snapped == 1.0).any() and on_bound.mean() < 0.25
+    assert ((np.abs(snapped - 0.5) < 0.1) | on_bound).all()
+    with pytest.raises(OptimizerError, match="boundary_snap"):
+        MultiFidelityOptimizer(SPACE, boundary_snap=1.5)

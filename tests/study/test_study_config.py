@@ -112,3 +112,21 @@ def test_cli_bad_study_file_one_line(tmp_path, old, new, field):
     assert len(lines) == 1, r.stderr
     assert lines[0].startswith("mfbo run: error:") and f"field '{field}'" in lines[0]
     assert "Traceback" not in r.stderr
+
+
+def test_default_optimizer_gets_the_study_budget_and_a_plain_factory_does_not(tmp_path):
+    from mfbo.optimize import SearchSpace
+    from mfbo.study._setup import build_optimizer
+
+    cfg = load_study_file(write_study(tmp_path / "ok.toml", budget_ffe=2.5))
+    space = SearchSpace.from_dict({"x": {"type": "float", "bounds": [0.0, 1.0]},
+                                   "epochs": {"type": "fidelity", "bounds": [1, 8], "target": 8}})
+    assert build_optimizer(cfg, space, None, []).budget == 2.5  # drives the optimiser's cost-cooling option
+    seen = {}
+
+    def factory(space, seed=0, **options):  # a user's factory without a budget argument still works
+        seen.update(options, seed=seed)
+        return "opt"
+
+    assert build_optimizer(cfg, space, None, [], factory=factory) == "opt"
+    assert "seed" in seen and "budget" not in seen
