@@ -358,3 +358,30 @@ def test_boundary_snap_sends_coordinates_to_the_bound_they_step_towards():
     assert ((np.abs(snapped - 0.5) < 0.1) | on_bound).all()
     with pytest.raises(OptimizerError, match="boundary_snap"):
         MultiFidelityOptimizer(SPACE, boundary_snap=1.5)
+
+
+def test_local_search_climbs_the_prior_weighted_acquisition():
+    from mfbo.optimize._acquisition import acquisition_pool, weighted_values
+
+    assert np.allclose(weighted_values(np.zeros((3, 1)), np.array([2.0, -2.0, 0.5]), lambda r: np.full(len(r), 4.0)),
+                       [8.0, -0.5, 2.0])  # positive values multiplied, negative ones divided
+    opt = MultiFidelityOptimizer(SPACE, seed=3, **FAST)
+    _run(opt, toy, 6)
+    surrogate = opt.surrogate()
+    enc = opt.encoder
+    raw = opt._raw_pool(64, 5, [])
+    cost = opt.cost_model.module(scale=opt.full_fidelity_cost(), overhead=0.05)
+    x_col = 0  # "x" is the first design parameter, encoded as one unit-interval column
+    assert opt.space.encode([{"x": 0.3, "lr": 1e-3, "act": "silu"}])[0][x_col] == pytest.approx(0.3)
+
+    def local_rows(weight_fn):
+        rows, _ = acquisition_pool("gibbon", surrogate.model, enc, cost, raw, raw, None, num_restarts=1,
+                                   weight_fn=weight_fn, seed=0)
+        return rows[len(raw):]  # the local search's rows
+
+    def favour_low_x(rows):  # a sharp prior on x near 0.02
+        return np.exp(-0.5 * ((rows[:, x_col] - 0.02) / 0.02) ** 2)
+
+    near = np.abs(local_rows(favour_low_x)[:, x_col] - 0.02) < 0.2
+    assert near.mean() > 0.9
+    assert (np.abs(local_rows(None)[:, x_col] - 0.02) < 0.2).mean() < near.mean()
