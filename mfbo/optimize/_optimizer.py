@@ -75,7 +75,9 @@ class MultiFidelityOptimizer:
             A wrong prior costs this one target-fidelity run.
         boundary_snap: chance that a coordinate of a local-search perturbation is sent to the bound it
             steps towards (default 0). 0.1 cut yahpo_lcbench's median cost-to-target from 12.8 to 8.1 FFE
-            (optimum on 6 of 7 bounds) but slowed problems with interior optima, so it is off by default.
+            (optimum on 6 of 7 bounds) but slowed problems with interior optima; 0.03 gave 9.3 there with
+            hartmann6_mf unchanged and learning_curve slower (docs/optimize.md). Off by default until every
+            benchmark is rerun with it.
         budget: total budget in FFE when known (``mfbo.minimize`` and studies pass it); enables cost-cooling.
         cost_cooling: with a budget, raise the design-dependent factor of the acquisition's cost to
             ``alpha = (budget - spent) / (budget - spent_initial)`` (clipped to [0, 1]; Lee et al. 2020,
