@@ -76,8 +76,7 @@ class MultiFidelityOptimizer:
         boundary_snap: chance that a coordinate of a local-search perturbation is sent to the bound it
             steps towards (default 0). 0.1 cut yahpo_lcbench's median cost-to-target from 12.8 to 8.1 FFE
             (optimum on 6 of 7 bounds) but slowed problems with interior optima; 0.03 gave 9.3 there with
-            hartmann6_mf unchanged and learning_curve slower (docs/optimize.md). Off by default until every
-            benchmark is rerun with it.
+            hartmann6_mf unchanged, learning_curve and oc20_gmp slower (docs/optimize.md).
         budget: total budget in FFE when known (``mfbo.minimize`` and studies pass it); enables cost-cooling.
         cost_cooling: with a budget, raise the design-dependent factor of the acquisition's cost to
             ``alpha = (budget - spent) / (budget - spent_initial)`` (clipped to [0, 1]; Lee et al. 2020,
