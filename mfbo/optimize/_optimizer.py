@@ -23,13 +23,14 @@ from typing import Any
 
 import numpy as np
 
-from mfbo.errors import OptimizerError, SearchSpaceError
+from mfbo.errors import ConfigError, OptimizerError, SearchSpaceError
 from mfbo.optimize._acquisition import ACQUISITIONS, acquisition_pool, weighted_values
 from mfbo.optimize._cost import LogLinearCostModel
 from mfbo.optimize._space import SearchSpace, sobol
 from mfbo.optimize._surrogate import Surrogate, fit_surrogate, uses_log_outcome
 from mfbo.optimize._trace import FidelityEncoder, training_rows
 from mfbo.optimize._types import Candidate, Trial
+from mfbo.optimize.baselines._common import check_budget
 
 __all__ = ["MultiFidelityOptimizer"]
 
@@ -136,9 +137,10 @@ class MultiFidelityOptimizer:
         if not 0.0 <= float(boundary_snap) <= 1.0:
             raise OptimizerError(f"boundary_snap must be a probability in [0, 1], got {boundary_snap!r}")
         self.boundary_snap = float(boundary_snap)
-        if budget is not None and not (isinstance(budget, (int, float)) and math.isfinite(budget) and budget > 0):
-            raise OptimizerError(f"budget must be a positive number of FFE or None, got {budget!r}")
-        self.budget = float(budget) if budget is not None else None
+        try:  # the check minimize() and the baselines use, raised as this class's own error
+            self.budget = check_budget(budget) if budget is not None else None
+        except ConfigError as exc:
+            raise OptimizerError(f"{exc}; pass None when there is no budget") from None
         self.cost_cooling = bool(cost_cooling)
         self._hyper_at = 0
         self._trials: dict[int, Trial] = {}

@@ -114,6 +114,8 @@ def test_cost_cooling_exponent_falls_from_one_to_zero_as_the_budget_is_spent():
     assert off.design_cost_exponent() == 1.0
     with pytest.raises(OptimizerError, match="budget"):
         MultiFidelityOptimizer(SPACE, budget=-1.0)
+    with pytest.raises(OptimizerError, match="budget"):  # a bool is not a number of FFE
+        MultiFidelityOptimizer(SPACE, budget=True)
 
 
 def test_minimize_spends_little_at_target_and_beats_initial_design():
@@ -338,7 +340,6 @@ def test_knowledge_gradient_on_an_epochs_only_space():
     (cand,) = opt.ask(1)
     assert cand.data_fraction == 1.0 and 1 <= cand.epochs <= 20
     assert opt.trials[-1].metadata["source"] == "model:kg"
-
 
 
 def test_boundary_snap_sends_coordinates_to_the_bound_they_step_towards():
