@@ -134,7 +134,8 @@ class MultiFidelityOptimizer:
         if prior_decay not in ("iterations", "trials"):
             raise OptimizerError(f"prior_decay must be 'iterations' or 'trials', got {prior_decay!r}")
         self.prior_decay = prior_decay
-        if not 0.0 <= float(boundary_snap) <= 1.0:
+        if isinstance(boundary_snap, bool) or not isinstance(boundary_snap, (int, float)) \
+                or not 0.0 <= boundary_snap <= 1.0:
             raise OptimizerError(f"boundary_snap must be a probability in [0, 1], got {boundary_snap!r}")
         self.boundary_snap = float(boundary_snap)
         try:  # the check minimize() and the baselines use, raised as this class's own error

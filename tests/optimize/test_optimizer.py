@@ -357,8 +357,9 @@ def test_boundary_snap_sends_coordinates_to_the_bound_they_step_towards():
     on_bound = (snapped == 0.0) | (snapped == 1.0)
     assert (snapped == 0.0).any() and (snapped == 1.0).any() and on_bound.mean() < 0.25
     assert ((np.abs(snapped - 0.5) < 0.1) | on_bound).all()
-    with pytest.raises(OptimizerError, match="boundary_snap"):
-        MultiFidelityOptimizer(SPACE, boundary_snap=1.5)
+    for bad in (1.5, "often"):
+        with pytest.raises(OptimizerError, match="boundary_snap"):
+            MultiFidelityOptimizer(SPACE, boundary_snap=bad)
 
 
 def test_local_search_climbs_the_prior_weighted_acquisition():
