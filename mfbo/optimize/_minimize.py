@@ -73,7 +73,8 @@ def minimize(objective: Any, space: SearchSpace | Mapping, budget: float, seed: 
             True stops the optimisation (the verification run still happens).
         executor: "thread" (default) or "process" pool for ``workers > 1`` (a process pool needs a
             picklable objective).
-        verify: run the recommendation once at target fidelity at the end (charged to the budget).
+        verify: run the recommendation once at target fidelity at the end (charged to the budget), unless
+            it already ran there (that run is then its verification; ``info["verification"]["new_run"]``).
         max_consecutive_failures: stop (and raise if nothing completed) after this many failures in a row.
         **optimizer_options: passed to :class:`MultiFidelityOptimizer` (e.g. ``acquisition="kg"``).
     Returns:
@@ -203,11 +204,20 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
     verification = None
     if verify:
         enc = opt.encoder
-        idx = opt.attach(best, enc.data_fraction_default(), enc.epochs_default())
-        c = Candidate(idx, best, enc.data_fraction_default(), enc.epochs_default())
-        finish(c, *_timed_call(fn, c.params, c.data_fraction, c.epochs))
-        t = opt._trials[idx]
-        verification = {"trial_index": idx, "status": t.status, "value": t.final_value, "cost_seconds": t.cost}
+        frac, ep = enc.data_fraction_default(), enc.epochs_default()
+        # a recommendation already run at target fidelity is not run again: that run is its verification
+        key = opt._design_key(best)
+        earlier = [t for t in opt._completed() if opt._design_key(t.params) == key
+                   and math.isclose(t.data_fraction, frac) and t.epochs == ep]
+        if earlier:
+            t = earlier[-1]
+        else:
+            idx = opt.attach(best, frac, ep)
+            c = Candidate(idx, best, frac, ep)
+            finish(c, *_timed_call(fn, c.params, c.data_fraction, c.epochs))
+            t = opt._trials[idx]
+        verification = {"trial_index": t.index, "status": t.status, "value": t.final_value, "cost_seconds": t.cost,
+                        "new_run": not earlier}
         if history:
             history[-1]["recommended"] = dict(best)
     u = unit()

@@ -362,6 +362,7 @@ def test_boundary_snap_sends_coordinates_to_the_bound_they_step_towards():
             MultiFidelityOptimizer(SPACE, boundary_snap=bad)
 
 
+
 def test_local_search_climbs_the_prior_weighted_acquisition():
     from mfbo.optimize._acquisition import acquisition_pool, weighted_values
 
@@ -387,3 +388,62 @@ def test_local_search_climbs_the_prior_weighted_acquisition():
     near = np.abs(local_rows(favour_low_x)[:, x_col] - 0.02) < 0.2
     assert near.mean() > 0.9
     assert (np.abs(local_rows(None)[:, x_col] - 0.02) < 0.2).mean() < near.mean()
+
+
+def test_evaluated_recommendation_is_an_evaluated_design_and_optimised_may_extrapolate():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(opt, toy, 8)
+    keys = {opt._design_key(t.params) for t in opt.trials}
+    assert opt.recommendation == "evaluated"
+    assert opt._design_key(opt.recommend()) in keys
+    # the pessimistic score penalises designs the model is unsure of at target fidelity: it is the mean
+    # minus one standard deviation, so it never exceeds the mean of the same design
+    surrogate = opt._fit(opt._completed())
+    mean, std = opt._target_mean_std(surrogate, opt.space.encode([t.params for t in opt.trials]))
+    assert (std > 0).all() and mean.shape == std.shape == (8,)
+    optimised = MultiFidelityOptimizer.from_state_dict(opt.state_dict())
+    optimised.recommendation = "optimised"
+    assert set(optimised.recommend()) == {"x", "lr", "act"}
+    with pytest.raises(OptimizerError, match="recommendation"):
+        MultiFidelityOptimizer(SPACE, recommendation="best")
+
+
+def test_a_recommendation_already_run_at_target_is_its_own_verification():
+    from mfbo.priors import ProductPrior
+
+    space = dict(SPACE)
+    space["x"] = dict(SPACE["x"], prior={"dist": "normal", "mean": 0.3, "std": 0.05})
+    space["lr"] = dict(SPACE["lr"], prior={"dist": "lognormal", "median": 10 ** -2.5, "log_std": 0.2})
+    space["act"] = dict(SPACE["act"], prior={"dist": "categorical", "weights": [0.1, 0.9]})
+    prior = ProductPrior(space)
+    # the prior's mode is near the toy's optimum: the anchor (first trial, at target fidelity) is the best
+    # of the first three trials, after which the run is stopped
+    result = minimize(toy, SPACE, budget=3.0, seed=0, prior=prior, callback=lambda t, h: t.index >= 2, **FAST)
+    anchor = result.trials[0]
+    assert anchor.metadata["source"] == "prior-anchor"
+    assert result.best_params == anchor.params
+    ver = result.info["verification"]
+    assert ver["new_run"] is False and ver["trial_index"] == anchor.index
+    assert sum(t.params == anchor.params for t in result.trials) == 1
+    # without an earlier target-fidelity run of the recommendation, verification runs it
+    plain = minimize(toy, SPACE, budget=3.0, seed=0, **FAST)
+    ver = plain.info["verification"]
+    earlier = [t for t in plain.trials[:-1] if t.params == plain.best_params and t.data_fraction == 1.0
+               and t.epochs == 20]
+    assert ver["new_run"] is not bool(earlier)
+
+
+def test_no_model_proposal_at_target_next_to_a_design_already_run_there():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(opt, toy, 6)
+    opt.attach({"x": 0.5, "lr": 1e-2, "act": "silu"}, 1.0, 20)  # running at target: counts already
+    base = opt.space.encode([{"x": 0.5, "lr": 1e-2, "act": "silu"}])[0]
+    step = np.zeros_like(base)
+    step[0] = 1.0  # along x
+    rows = np.vstack([base + 0.005 * step, base + 0.05 * step, base + 0.005 * step])
+    near = opt._near_target_runs(rows, [1.0, 1.0, 0.5], [20, 20, 20])
+    assert near.tolist() == [True, False, False]  # only the near one at target; lower fidelity is free
+    opt.target_separation = 0.0
+    assert not opt._near_target_runs(rows, [1.0, 1.0, 0.5], [20, 20, 20]).any()
+    with pytest.raises(OptimizerError, match="target_separation"):
+        MultiFidelityOptimizer(SPACE, target_separation=1.5)
