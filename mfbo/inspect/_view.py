@@ -141,15 +141,17 @@ class SurrogateView:
     # -- numbers -----------------------------------------------------------------------
     @functools.cached_property
     def incumbent(self) -> dict:
-        """The evaluated configuration with the lowest posterior mean at target fidelity."""
+        """The evaluated configuration with the lowest posterior mean plus one sd at target fidelity: the
+        optimiser's default recommendation rule (``recommendation="evaluated"``), in the objective's units,
+        so a configuration seen only at low fidelity is the incumbent only when the model is sure of it."""
         seen, configs = set(), []
         for t in self.done:
             k = A.config_key(self.space, t.params)
             if k not in seen:
                 seen.add(k)
                 configs.append(t.params)
-        mean, _ = self._predict(configs, *self.target)
-        return dict(configs[int(np.argmin(mean))])
+        mean, sd = self._predict(configs, *self.target)
+        return dict(configs[int(np.argmin(mean + sd))])
 
     def importance(self, n_samples: int = 1024) -> dict[str, dict[str, float]]:
         """Hyperparameter importance at target fidelity.

@@ -136,3 +136,28 @@ def test_trials_table_from_ax_summary(stored_run):
     col = tt["columns"].index("trial_index")
     assert [r[col] for r in tt["rows"]] == [0, 1, 2, 3]
     assert SurrogateView(space, trials, surrogate).trials_table()["source"] == "mfbo"
+
+
+class _UnsureOfOne:
+    """One evaluated x has the lowest predicted mean but a wide sd; the others are worse and certain."""
+
+    def __init__(self, unsure_x: float):
+        self.unsure_x = unsure_x
+
+    def predict(self, configs, data_fraction, epochs):
+        unsure = np.array([abs(c["x"] - self.unsure_x) < 1e-9 for c in configs])
+        m = np.where(unsure, 0.10, [0.12 + abs(c["x"] - 0.5) for c in configs])
+        return m, np.where(unsure, 0.5, 0.001)
+
+
+def test_incumbent_is_the_pessimistic_best_evaluated_configuration(stored_run):
+    space, trials, _, prior = stored_run
+    trials = [t for t in trials if t.status == "completed"]
+    xs = sorted({t.params["x"] for t in trials})
+    unsure = xs[0]
+    v = SurrogateView(space, trials, _UnsureOfOne(unsure), prior)
+    inc = v.incumbent
+    assert inc in [t.params for t in trials]
+    # the lowest mean is unsure: the most certain of the rest wins (mean + sd, like the optimiser)
+    expected = min(xs[1:], key=lambda x: abs(x - 0.5))
+    assert inc["x"] == pytest.approx(expected) and inc["x"] != unsure
