@@ -34,7 +34,6 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_priors as bp  # noqa: E402 - the priors benchmark's priors, constraints and threshold
@@ -47,14 +46,7 @@ from mfbo.priors import Constraint  # noqa: E402
 
 
 def _mean_std(opt, surrogate, configs):
-    Xd = opt.space.encode(configs)
-    X = np.zeros((len(Xd), opt.encoder.dim))
-    X[:, : opt.encoder.d] = Xd
-    for col in opt.encoder.fidelity_cols:
-        X[:, col] = 1.0
-    with torch.no_grad():
-        post = surrogate.model.posterior(torch.as_tensor(X))
-        return post.mean.squeeze(-1).numpy(), post.variance.clamp_min(0).sqrt().squeeze(-1).numpy()
+    return opt._target_mean_std(surrogate, opt.space.encode(configs))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -208,7 +208,7 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         # a recommendation already run at target fidelity is not run again: that run is its verification
         key = opt._design_key(best)
         earlier = [t for t in opt._completed() if opt._design_key(t.params) == key
-                   and math.isclose(t.data_fraction, frac) and t.epochs == ep]
+                   and enc.at_target(t.data_fraction, t.epochs)]
         if earlier:
             t = earlier[-1]
         else:

@@ -478,13 +478,11 @@ class MultiFidelityOptimizer:
         look informative); such a run tells nothing a cheaper or farther one would not.
         """
         near = np.zeros(len(design_rows), dtype=bool)
-        enc = self.encoder
-        frac_t, ep_t = enc.data_fraction_default(), enc.epochs_default()
-        at_target = np.array([math.isclose(float(f), frac_t) and int(e) == ep_t for f, e in zip(fracs, eps)])
+        at_target = np.array([self.encoder.at_target(f, e) for f, e in zip(fracs, eps)], dtype=bool)
         if self.target_separation <= 0 or not at_target.any():
             return near
         ran = [t.params for t in self.trials if t.status in ("completed", "running")
-               and math.isclose(t.data_fraction, frac_t) and t.epochs == ep_t]
+               and self.encoder.at_target(t.data_fraction, t.epochs)]
         if not ran:
             return near
         R = self.space.encode(ran)
@@ -525,14 +523,18 @@ class MultiFidelityOptimizer:
             mean = post.mean.squeeze(-1).numpy()
             return mean, post.variance.clamp_min(0.0).sqrt().squeeze(-1).numpy() if std else None
 
-    def _best_observed_designs(self, surrogate: Surrogate, completed: list[Trial], k: int) -> list[dict]:
-        configs = []
-        seen = set()
-        for t in completed:
+    def _unique_designs(self, trials: Sequence[Trial]) -> list[dict]:
+        """The trials' design parameters, each distinct design once, in trial order."""
+        configs, seen = [], set()
+        for t in trials:
             key = self._design_key(t.params)
             if key not in seen:
                 seen.add(key)
                 configs.append(t.params)
+        return configs
+
+    def _best_observed_designs(self, surrogate: Surrogate, completed: list[Trial], k: int) -> list[dict]:
+        configs = self._unique_designs(completed)
         m = self._target_mean(surrogate, self.space.encode(configs))
         return [configs[i] for i in np.argsort(-m)[:k]]
 

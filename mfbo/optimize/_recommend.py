@@ -40,18 +40,13 @@ def recommend_evaluated(opt, surrogate, completed, kappa: float = 1.0) -> dict:
     """
     from mfbo.errors import OptimizerError
 
-    configs, seen = [], set()
-    for t in completed:
-        key = opt._design_key(t.params)
-        if key not in seen:
-            seen.add(key)
-            configs.append(dict(t.params))
+    configs = opt._unique_designs(completed)
     feasible = opt._feasible(configs)
     if not feasible.any():
         raise OptimizerError("no evaluated configuration satisfies the constraints; nothing to recommend")
     mean, std = opt._target_mean_std(surrogate, opt.space.encode(configs))
     score = np.where(feasible, mean - kappa * std, -np.inf)
-    return configs[int(np.argmax(score))]
+    return dict(configs[int(np.argmax(score))])
 
 
 def mean_maximisers(opt, surrogate, configs: list[dict], n_refine: int = 3) -> list[dict]:

@@ -65,6 +65,10 @@ class FidelityEncoder:
     def epochs_default(self) -> int:
         return int(self.iter.target) if self.iter is not None else 1
 
+    def at_target(self, data_fraction: float, epochs: int) -> bool:
+        """Whether a run at ``(data_fraction, epochs)`` is at target fidelity (both fidelities)."""
+        return math.isclose(float(data_fraction), self.data_fraction_default()) and int(epochs) == self.epochs_default()
+
     def encode(self, configs: Sequence[Mapping[str, Any]], data_fraction: Sequence[float],
                epochs: Sequence[float]) -> np.ndarray:
         """Rows ``(n, dim)`` for design configs at the given (natural-unit) fidelities."""
