@@ -445,3 +445,21 @@ def test_no_model_proposal_at_target_next_to_a_design_already_run_there():
     assert not opt._near_target_runs(rows, [1.0, 1.0, 0.5], [20, 20, 20]).any()
     with pytest.raises(OptimizerError, match="target_separation"):
         MultiFidelityOptimizer(SPACE, target_separation=1.5)
+
+
+def test_mean_maximisers_climb_the_posterior_mean_from_the_best_designs():
+    from mfbo.optimize._recommend import mean_maximisers
+
+    opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(opt, toy, 8)
+    surrogate = opt._fit(opt._completed())
+    starts = opt._unique_designs(opt._completed())
+    found = mean_maximisers(opt, surrogate, starts, n_refine=2)
+    assert len(found) == 2 and all(set(c) == {"x", "lr", "act"} for c in found)
+    best_start = opt._target_mean(surrogate, opt.space.encode(starts)).max()
+    # L-BFGS-B from the two best starts: the better result is no worse than the best start (rounding aside)
+    assert opt._target_mean(surrogate, opt.space.encode(found)).max() >= best_start - 1e-6
+    assert mean_maximisers(opt, surrogate, starts, n_refine=0) == []
+    for bad in (-1, 1.5, True):
+        with pytest.raises(OptimizerError, match="mean_optima"):
+            MultiFidelityOptimizer(SPACE, mean_optima=bad)
