@@ -22,7 +22,8 @@ is passed so the constraint path is exercised and checked (no proposal may viola
 Example (the runs reported in docs/priors.md)::
 
     OMP_NUM_THREADS=1 .venv/bin/python analysis/bench_priors.py --problems hartmann6_mf \\
-        --seeds 4 --budget 20 --out analysis/priors_results/bench_priors_hartmann6_mf.json
+        --seeds 20 --budget 20 --runs-dir analysis/priors_results/runs \\
+        --out analysis/priors_results/bench_priors_hartmann6_mf.json
 
 Runs stop once the target is reached (``--no-stop`` to run every budget out); a run that never reaches it
 within the budget counts as ``inf`` (censored), so a ratio with ``inf`` in the denominator is an upper bound.
@@ -152,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-restarts", type=int, default=2, help="acquisition restarts (2, the default)")
     ap.add_argument("--max-gp-points", type=int, default=250, help="cap on GP training rows (250, the default)")
     ap.add_argument("--prior-beta", type=float, default=None, help="piBO strength (the optimiser's default)")
+    ap.add_argument("--option", action="append", default=[], metavar="KEY=JSON",
+                    help="extra optimiser option, e.g. prior_anchor='\"none\"' (repeatable)")
     ap.add_argument("--no-stop", action="store_true", help="run every budget to the end")
     ap.add_argument("--out", help="write every number to this JSON file")
     ap.add_argument("--runs-dir", help="keep each finished run here as JSON and reuse it on a rerun with the "
@@ -168,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                "max_gp_points": args.max_gp_points}
     if args.prior_beta is not None:
         options["prior_beta"] = args.prior_beta
+    for item in args.option:
+        k, _, v = item.partition("=")
+        options[k] = json.loads(v)
     report["optimizer_options"] = options
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(args.out + ".runs") if args.out else None
     if runs_dir:

@@ -11,7 +11,7 @@ One round of :meth:`MultiFidelityOptimizer.ask`:
    enforced, points already pending (same design) or already run at the same fidelity never proposed.
 
 Before the model has data, the initial design proposes a handful of cheap low-fidelity points
-(scrambled Sobol, or ``prior.sample`` when the prior can sample).
+(scrambled Sobol, or, with a prior, its mode first and then ``prior.sample`` when the prior can sample).
 """
 
 from __future__ import annotations
@@ -70,10 +70,13 @@ class MultiFidelityOptimizer:
             hyperparameters (they move little from one trial to the next, and the fit dominates the cost).
         fresh_maxiter: iterations of a fresh fit.
         refine: GIBBON's pool refinement, "local" (default) or "gradient" (see ``acquisition_pool``).
-        prior_anchor: with a prior, the first trial is the prior's most probable feasible configuration at
-            target fidelity (the user's best guess, measured properly once; Optuna users enqueue their
-            default configuration for the same reason, and PriorBand evaluates the prior's mode first).
-            A wrong prior costs this one target-fidelity run.
+        prior_anchor: with a prior, the first trial is the prior's most probable feasible configuration
+            (the user's best guess; Optuna users enqueue their default configuration for the same reason,
+            and PriorBand samples the prior's mode first). "initial" (default): as the first point of the
+            cheap initial design, at the top of its fidelity range; the model then decides whether the
+            guess deserves more. "target": one run at target fidelity on top of the initial design (the
+            default until stop 5; on the priors benchmark it cost a near prior 1 FFE it did not earn back,
+            docs/priors.md). "none": no anchor. ``True``/``False`` mean "target"/"none".
         boundary_snap: chance that a coordinate of a local-search perturbation is sent to the bound it
             steps towards (default 0). 0.1 cut yahpo_lcbench's median cost-to-target from 12.8 to 8.1 FFE
             (optimum on 6 of 7 bounds) but slowed problems with interior optima; 0.03 gave 9.3 there with
@@ -103,7 +106,7 @@ class MultiFidelityOptimizer:
                  max_gp_points: int = 250, raw_samples: int = 512, num_restarts: int = 2,
                  num_fantasies: int = 16, initial_fidelity: float = 0.3, cost_overhead: float = 0.05,
                  refit_every: int = 10, warm_maxiter: int = 40, hyper_every: int = 3,
-                 fresh_maxiter: int = 100, refine: str = "local", prior_anchor: bool = True,
+                 fresh_maxiter: int = 100, refine: str = "local", prior_anchor: str | bool = "initial",
                  budget: float | None = None, cost_cooling: bool = False, prior_decay: str = "trials",
                  boundary_snap: float = 0.0, recommendation: str = "evaluated",
                  target_separation: float = 0.01, mean_optima: int = 2):
@@ -141,7 +144,13 @@ class MultiFidelityOptimizer:
         if refine not in ("local", "gradient"):
             raise OptimizerError(f"refine must be 'local' or 'gradient', got {refine!r}")
         self.refine = refine
-        self.prior_anchor = bool(prior_anchor)
+        # True/False are the older spellings of "target"/"none" (state dicts written before "initial")
+        anchor = prior_anchor
+        if isinstance(prior_anchor, bool) or prior_anchor is None:
+            anchor = "target" if prior_anchor else "none"
+        if anchor not in ("initial", "target", "none"):
+            raise OptimizerError(f"prior_anchor must be 'initial', 'target' or 'none', got {prior_anchor!r}")
+        self.prior_anchor = anchor
         if prior_decay not in ("iterations", "trials"):
             raise OptimizerError(f"prior_decay must be 'iterations' or 'trials', got {prior_decay!r}")
         self.prior_decay = prior_decay
@@ -300,13 +309,19 @@ class MultiFidelityOptimizer:
 
     def _propose_one(self) -> tuple[dict, float, int, str]:
         completed = self._completed()
-        # the anchor is not part of the n_initial low-fidelity design
-        n_live = sum(t.status != "failed" and t.metadata.get("source") != "prior-anchor" for t in self.trials)
-        if self.prior is not None and self.prior_anchor and not self.trials:
+        # a target-fidelity anchor comes on top of the n_initial cheap design; a cheap one is part of it
+        n_live = sum(t.status != "failed" and not (self.prior_anchor == "target"
+                                                   and t.metadata.get("source") == "prior-anchor")
+                     for t in self.trials)
+        if self.prior is not None and self.prior_anchor != "none" and not self.trials:
             cfg = self._prior_mode()
             if cfg is not None:
                 enc = self.encoder
-                return cfg, enc.data_fraction_default(), enc.epochs_default(), "prior-anchor"
+                if self.prior_anchor == "target":
+                    return cfg, enc.data_fraction_default(), enc.epochs_default(), "prior-anchor"
+                # the top of the initial design's fidelity range: the best-informed of its cheap looks
+                frac, ep = self._low_fidelity(np.ones(2))
+                return cfg, frac, ep, "prior-anchor"
         if n_live < self.n_initial or len(completed) < 2:
             cfg, frac, ep = self._initial_point()
             return cfg, frac, ep, "initial"

@@ -283,8 +283,21 @@ def test_prior_shapes_initial_design_and_acquisition():
     assert np.mean(np.abs(np.array(model_x) - 0.9)) < 0.3
 
 
-def test_prior_anchor_runs_the_prior_mode_once_at_target_fidelity():
+def test_prior_anchor_runs_the_prior_mode_first_as_a_cheap_initial_point():
     opt = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), **FAST)
+    _run(opt, toy, FAST["n_initial"])
+    anchor, *initial = opt.trials
+    assert anchor.metadata["source"] == "prior-anchor" and abs(anchor.params["x"] - 0.9) < 0.02
+    # the top of the initial design's fidelity range (30 % of each target), not a full-cost run
+    assert (anchor.data_fraction, anchor.epochs) == (pytest.approx(0.3), 6)
+    # it is one of the n_initial cheap points, and the model takes over right after them
+    assert [t.metadata["source"] for t in initial] == ["initial"] * (FAST["n_initial"] - 1)
+    (nxt,) = opt.ask(1)
+    assert opt.trials[nxt.trial_index].metadata["source"].startswith("model")
+
+
+def test_prior_anchor_at_target_runs_the_prior_mode_once_on_top_of_the_initial_design():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), prior_anchor="target", **FAST)
     _run(opt, toy, 1 + FAST["n_initial"])
     anchor, *initial = opt.trials
     assert anchor.metadata["source"] == "prior-anchor"
@@ -293,11 +306,21 @@ def test_prior_anchor_runs_the_prior_mode_once_at_target_fidelity():
     assert [t.metadata["source"] for t in initial] == ["initial"] * FAST["n_initial"]
     assert all(t.data_fraction <= 0.3 + 1e-9 for t in initial)
     again = MultiFidelityOptimizer.from_state_dict(json.loads(json.dumps(opt.state_dict())), prior=CentredPrior())
+    assert again.prior_anchor == "target"
     (nxt,) = again.ask(1)
     assert again.trials[nxt.trial_index].metadata["source"] != "prior-anchor"
     assert sum(t.metadata["source"] == "prior-anchor" for t in again.trials) == 1
-    plain = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), prior_anchor=False, **FAST)
+
+
+def test_prior_anchor_can_be_switched_off_and_bad_values_are_refused():
+    plain = MultiFidelityOptimizer(SPACE, seed=0, prior=CentredPrior(), prior_anchor="none", **FAST)
     assert plain.ask(1)[0].data_fraction <= 0.3 + 1e-9
+    assert plain.trials[0].metadata["source"] == "initial"
+    # the older boolean spellings, as found in state dicts written before "initial" existed
+    assert MultiFidelityOptimizer(SPACE, prior_anchor=True).prior_anchor == "target"
+    assert MultiFidelityOptimizer(SPACE, prior_anchor=False).prior_anchor == "none"
+    with pytest.raises(OptimizerError, match="prior_anchor"):
+        MultiFidelityOptimizer(SPACE, prior_anchor="mode")
 
 
 def test_workers_run_asynchronously_without_duplicates():
@@ -414,9 +437,10 @@ def test_a_recommendation_already_run_at_target_is_its_own_verification():
     space["lr"] = dict(SPACE["lr"], prior={"dist": "lognormal", "median": 10 ** -2.5, "log_std": 0.2})
     space["act"] = dict(SPACE["act"], prior={"dist": "categorical", "weights": [0.1, 0.9]})
     prior = ProductPrior(space)
-    # the prior's mode is near the toy's optimum: the anchor (first trial, at target fidelity) is the best
-    # of the first three trials, after which the run is stopped
-    result = minimize(toy, SPACE, budget=3.0, seed=0, prior=prior, callback=lambda t, h: t.index >= 2, **FAST)
+    # the prior's mode is near the toy's optimum: the anchor (first trial, here at target fidelity) is the
+    # best of the first three trials, after which the run is stopped
+    result = minimize(toy, SPACE, budget=3.0, seed=0, prior=prior, prior_anchor="target",
+                      callback=lambda t, h: t.index >= 2, **FAST)
     anchor = result.trials[0]
     assert anchor.metadata["source"] == "prior-anchor"
     assert result.best_params == anchor.params
