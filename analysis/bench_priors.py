@@ -172,8 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.prior_beta is not None:
         options["prior_beta"] = args.prior_beta
     for item in args.option:
-        k, _, v = item.partition("=")
-        options[k] = json.loads(v)
+        k, eq, v = item.partition("=")
+        if not (eq and k):
+            ap.error(f"--option {item!r}: expected KEY=JSON, e.g. prior_anchor='\"none\"'")
+        try:
+            options[k] = json.loads(v)
+        except json.JSONDecodeError as exc:
+            ap.error(f"--option {item!r}: the value after '=' is not JSON ({exc.msg}); quote strings, "
+                     "e.g. prior_anchor='\"none\"'")
     report["optimizer_options"] = options
     runs_dir = Path(args.runs_dir) if args.runs_dir else Path(args.out + ".runs") if args.out else None
     if runs_dir:
