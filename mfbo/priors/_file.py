@@ -171,11 +171,35 @@ class _Ctx:
 
 
 # -- parsing ----------------------------------------------------------------------------------------
+BUNDLED_PREFIX = "bundled:"
+_BUNDLED_DIR = Path(__file__).resolve().parent / "bundled"
+
+
+def bundled_priors() -> list[str]:
+    """Names of the prior files shipped inside the package (``bundled:NAME``)."""
+    return sorted(p.stem for p in _BUNDLED_DIR.glob("*.toml"))
+
+
+def resolve_prior_path(path: str | Path) -> Path:
+    """A prior file's path; ``"bundled:NAME"`` names one shipped inside the package.
+
+    Raises:
+        PriorFileError: an unknown bundled name (the known ones listed).
+    """
+    text = str(path)
+    if not text.startswith(BUNDLED_PREFIX):
+        return Path(path)
+    name = text[len(BUNDLED_PREFIX) :]
+    if name not in bundled_priors():
+        raise PriorFileError(f"{text}: no bundled prior file {name!r}; bundled: {bundled_priors()}")
+    return _BUNDLED_DIR / f"{name}.toml"
+
+
 def load_prior_file(path: str | Path) -> PriorSpec:
     """Read a prior file.
 
     Args:
-        path: the TOML file.
+        path: the TOML file, or ``"bundled:NAME"`` for one shipped with mfbo (e.g. ``bundled:nn_defaults``).
 
     Returns:
         the :class:`PriorSpec`.
@@ -183,7 +207,7 @@ def load_prior_file(path: str | Path) -> PriorSpec:
     Raises:
         PriorFileError: unreadable file, TOML syntax error or invalid field (file, line and field named).
     """
-    path = Path(path)
+    path = resolve_prior_path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:

@@ -10,6 +10,22 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "init", help="write a study file for your own data, sized to a wall-time budget",
+        description="Read TRAIN (ASE-readable, with DFT energies and ideally forces), hold out a test set "
+                    "(or use --test), derive a GMP prior from the data's neighbour distances, time a short "
+                    "probe training, and write a study file whose search plus final retraining fit in "
+                    "--wall-time. Prints what it chose and why.")
+    p.add_argument("train", metavar="TRAIN", help="training data (ASE-readable: .traj, .extxyz, .db, ...)")
+    p.add_argument("--test", help="test data (default: hold out 10%% of TRAIN)")
+    p.add_argument("--out", required=True, metavar="STUDY.toml", help="study file to write")
+    p.add_argument("--wall-time", type=float, default=1200.0, metavar="SECONDS",
+                   help="seconds for the whole study, final retraining included (default 1200)")
+    p.add_argument("--workers", type=int, help="parallel trials (default: cores, at most 4)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split and the probe (default 0)")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.set_defaults(func=_init)
+
     p = subparsers.add_parser("run", help="run a study from a study file (TOML)",
                               description="Validate STUDY, create its directory and run it until the budget "
                                           "is spent; then retrain the best configuration and test it.")
@@ -46,11 +62,25 @@ def _finish(study, args) -> int:
         print(f"  {json.dumps(best['params'], default=str)}", file=sys.stdout)
         print(f"  validation {best['metric'] if isinstance(best['metric'], str) else 'metric'}: "
               f"{_fmt(best.get('validation_value'))}", file=sys.stdout)
-        for k, v in (best.get("test_metrics") or {}).items():
-            print(f"  test {k}: {_fmt(v)}", file=sys.stdout)
+        for line in _quality(best):
+            print(f"  {line}", file=sys.stdout)
         if best.get("model_path"):
             print(f"  model: {best['model_path']}", file=sys.stdout)
     return 0
+
+
+def _quality(best: dict) -> list[str]:
+    """The test errors with units, beside the trivial baselines, and a warning on unseen elements."""
+    from mfbo.training._baselines import quality_lines
+
+    metrics = best.get("test_metrics")
+    if not metrics:
+        return []
+    lines = quality_lines(metrics, best.get("test_baselines"), "test")
+    if best.get("unseen_test_elements"):
+        lines.append(f"  warning: test images hold element(s) {', '.join(best['unseen_test_elements'])} that no "
+                     "training image has; errors there are extrapolation")
+    return lines
 
 
 def _run(args) -> int:
@@ -128,10 +158,34 @@ def _best(args) -> int:
     if best.get("fidelity"):
         print(f"retrained at data_fraction {best['fidelity']['data_fraction']}, {best['fidelity']['epochs']} epochs; "
               f"validation {_fmt(best.get('validation_value'))}")
-    if best.get("test_metrics"):
-        print("test metrics:")
-        for k, v in best["test_metrics"].items():
-            print(f"  {k} = {_fmt(v)}")
+    for line in _quality(best):
+        print(line)
     if best.get("model_path"):
         print(f"model: {best['model_path']}")
+    return 0
+
+
+def _init(args) -> int:
+    from pathlib import Path
+
+    from mfbo.errors import ConfigError
+    from mfbo.study._init import plan_study, write_study_file
+
+    out = Path(args.out)
+    if out.exists():
+        raise ConfigError(f"--out {out} exists; choose another path or remove it")
+    if not Path(args.train).is_file():
+        raise ConfigError(f"training data {args.train} not found")
+    if args.test is not None and not Path(args.test).is_file():
+        raise ConfigError(f"--test {args.test} not found")
+    plan = plan_study(args.train, out=out, test=args.test, wall_time=args.wall_time, workers=args.workers,
+                      seed=args.seed)
+    path = write_study_file(plan)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=1))
+        return 0
+    print(f"wrote {path}")
+    for reason in plan.reasons:
+        print(f"  {reason}")
+    print(f"next: mfbo run {path}   (then mfbo best {path.parent / 'runs' / plan.name})")
     return 0

@@ -342,6 +342,14 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
         raise ctx.fail("priors.files", "expected a list of prior-file paths")
     prior_files = []
     for i, s in enumerate(pf):
+        if s.startswith(BUNDLED_PREFIX):  # a prior file shipped with mfbo, e.g. 'bundled:nn_defaults'
+            from mfbo.priors._file import PriorFileError, resolve_prior_path
+
+            try:
+                prior_files.append(resolve_prior_path(s))
+            except PriorFileError as exc:
+                raise ctx.fail(f"priors.files[{i}]", str(exc)) from None
+            continue
         q = _resolve_path(base_dir, s)
         if not q.is_file():
             raise ctx.fail(f"priors.files[{i}]", f"prior file {s!r} not found (looked for {q})")

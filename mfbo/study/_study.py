@@ -807,6 +807,10 @@ class _Driver:
             "params": params,
             "train_config": (rec or {}).get("train_config"),
             "test_metrics": (rec or {}).get("test_metrics"),
+            # Trivial baselines on the same test images (eV/atom, eV/Å) and the model's error ratios to them.
+            "test_baselines": (rec or {}).get("test_baselines"),
+            "test_ratios": (rec or {}).get("test_ratios"),
+            "unseen_test_elements": (rec or {}).get("unseen_test_elements"),
             "model_path": (rec or {}).get("model_path"),
             "final": rec is not None,
             "fidelity": {"data_fraction": rec["data_fraction"], "epochs": rec["epochs"]} if rec else None,

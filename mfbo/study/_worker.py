@@ -176,9 +176,30 @@ def _final_fit(objective: Any, spec: dict) -> dict:
     curve = [float(v) for v in metric_curve(result.curve, getattr(objective, "metric", spec.get("metric")))]
     result.model.save(spec["model_path"])
     config = getattr(result, "config", None)
+    quality = _test_baselines(objective, spec.get("test"), result.test_metrics)
     return {
+        **quality,
         "curve": curve, "cost": wall, "records": list(result.curve), "metadata": {},
         "train_config": config.to_dict() if config is not None else None,
         "test_metrics": dict(result.test_metrics) if result.test_metrics else None,
         "model_path": str(spec["model_path"]), "train_timings": dict(getattr(result, "timings", {}) or {}),
+    }
+
+
+def _test_baselines(objective: Any, test, test_metrics: dict | None) -> dict:
+    """The trivial baselines on the test set (fitted on the study's training + validation images), the
+    model's ratios to them, and the test elements no training image has."""
+    datasets = getattr(objective, "datasets", None)
+    if not test or not test_metrics or not callable(datasets):
+        return {}
+    from mfbo.training import load_images
+    from mfbo.training._baselines import baseline_metrics, ratios_to_baselines, unseen_elements
+
+    pool, val = datasets()
+    images = load_images(test)
+    baselines = baseline_metrics(list(pool) + list(val), images)
+    return {
+        "test_baselines": baselines,
+        "test_ratios": ratios_to_baselines(test_metrics, baselines),
+        "unseen_test_elements": unseen_elements(pool, images),
     }

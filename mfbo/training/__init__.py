@@ -18,10 +18,13 @@ from mfbo.training._config import (
     GMP_HYPERPARAMETERS,
     NETWORK_HYPERPARAMETERS,
     TrainConfig,
+    PRESETS,
     config_from_hyperparameters,
     default_fp_params,
     make_sigmas,
+    preset,
 )
+from mfbo.training._baselines import baseline_metrics, ratios_to_baselines, unseen_elements
 from mfbo.training._data import (
     free_atom_mask,
     load_images,
@@ -45,6 +48,11 @@ _LAZY = {
 
 __all__ = [
     "TrainConfig",
+    "preset",
+    "PRESETS",
+    "baseline_metrics",
+    "ratios_to_baselines",
+    "unseen_elements",
     "config_from_hyperparameters",
     "default_fp_params",
     "make_sigmas",

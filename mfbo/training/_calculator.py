@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from ase.calculators.calculator import Calculator, all_changes
+from ase.data import chemical_symbols
+
+from mfbo.errors import DataError
+from mfbo.training._trained import TrainedModel
 
 __all__ = ["MfboCalculator"]
 
@@ -13,21 +17,38 @@ class MfboCalculator(Calculator):
     Energies in eV, forces in eV/A. It featurises each structure with the model's GMP parameters
     (with the fingerprint Jacobian for forces) and runs exactly the trainer's prediction code.
 
+    A structure holding an element that no training image had is refused (DataError naming it): the
+    network would extrapolate from another element's fingerprints and its numbers would mean nothing.
+
     Args:
         model: a :class:`TrainedModel` or the path of a saved one.
+        allow_unseen_elements: predict anyway for elements absent from the training data.
         **kwargs: passed to ``ase.calculators.calculator.Calculator``.
     """
 
     implemented_properties = ["energy", "free_energy", "forces", "energies"]
 
-    def __init__(self, model, **kwargs):
+    def __init__(self, model, allow_unseen_elements: bool = False, **kwargs):
         super().__init__(**kwargs)
-        from mfbo.training._trained import TrainedModel
-
         self.model = model if isinstance(model, TrainedModel) else TrainedModel.load(model)
+        self.allow_unseen_elements = bool(allow_unseen_elements)
+
+    def _check_elements(self, atoms) -> None:
+        known = self.model.metadata.get("elements")
+        if self.allow_unseen_elements or not known:
+            return
+        unseen = sorted({int(z) for z in atoms.get_atomic_numbers()} - {int(z) for z in known})
+        if unseen:
+            names = ", ".join(chemical_symbols[z] for z in unseen)
+            trained = ", ".join(chemical_symbols[int(z)] for z in known)
+            raise DataError(
+                f"element(s) {names} did not occur in this model's training data (trained on {trained}): "
+                "retrain with such structures, or pass allow_unseen_elements=True to extrapolate anyway"
+            )
 
     def calculate(self, atoms=None, properties=("energy",), system_changes=all_changes):
         super().calculate(atoms, properties, system_changes)
+        self._check_elements(self.atoms)
         from mfbo.training._core import run_batch
         from mfbo.training._featurize import featurize_images
         from mfbo.training._packed import pack_images

@@ -23,7 +23,8 @@ def register(subparsers) -> None:
             "Train one potential. CONFIG (JSON or TOML) holds TrainConfig fields and/or hyperparameter "
             "names (sigma_min, mcsh_order, ...) plus dataset paths: train (required), val (else split off "
             "train with val_fraction), test (optional), data_fraction, cache_dir, output. Writes "
-            "OUTPUT/model.npz and OUTPUT/record.json and prints the learning curve."
+            "OUTPUT/model.npz and OUTPUT/record.json (learning curve, test errors beside the trivial baselines) "
+            "and prints them. 'preset = \"amptorch\"' starts from AMPTorch's exact settings."
         ),
     )
     p.add_argument("config", help="run file (.json or .toml)")
@@ -103,6 +104,16 @@ def _handler(args) -> int:
     else:
         pool, val = split_train_val(pool, config.val_fraction, config.seed)
     test = load_images(path_of("test")) if data.get("test") is not None else None
+    from mfbo.training._baselines import baseline_metrics, quality_lines, ratios_to_baselines, unseen_elements
+
+    for name, images in (("validation", val), ("test", test)):
+        missing = unseen_elements(pool, images or [])
+        if missing:
+            print(
+                f"warning: the {name} set holds element(s) {', '.join(missing)} that no training image has; "
+                "the model cannot have learned them and its errors there are extrapolation",
+                file=sys.stderr,
+            )
     cache = path_of("cache_dir")
     record_path = output / "record.json"
     record = {"run_file": str(run_path.resolve()), "config": config.to_dict(), "data_fraction": data_fraction}
@@ -124,6 +135,14 @@ def _handler(args) -> int:
         raise
     model_path = result.model.save(output / "model.npz")
     record.update(result.to_dict())
+    if result.test_metrics:
+        # Baselines fitted on everything the model was allowed to see (training + validation images).
+        test_baselines = baseline_metrics(list(pool) + list(val), test)
+        record.update(
+            test_baselines=test_baselines,
+            test_ratios=ratios_to_baselines(result.test_metrics, test_baselines),
+            unseen_test_elements=unseen_elements(pool, test),
+        )
     record.update(status="completed", model_path=str(model_path))
     record_path.write_text(json.dumps(record, indent=2))
 
@@ -134,25 +153,28 @@ def _handler(args) -> int:
         ("train_energy_mae_per_atom", "train E (eV/atom)"),
         ("val_energy_mae", "val E (eV)"),
         ("val_energy_mae_per_atom", "val E (eV/atom)"),
-        ("val_force_mae", "val F (eV/A)"),
-        ("val_force_mae_free", "val F free (eV/A)"),
+        ("val_force_mae", "val F (eV/Å)"),
+        ("val_force_mae_free", "val F free (eV/Å)"),
+        ("val_score", "val score"),
         ("lr", "lr"),
         ("wall_time", "time (s)"),
     ]
-    rows = [[_fmt(rec[k]) for k, _ in columns] for rec in result.curve]
+    # Long runs: about 20 rows (every k-th epoch, the best one and the last), the rest is in record.json.
+    step = max(1, len(result.curve) // 20)
+    keep = {len(result.curve), result.extra.get("best_epoch") or 0}
+    shown = [rec for rec in result.curve if rec["epoch"] % step == 0 or rec["epoch"] in keep or rec["epoch"] == 1]
+    rows = [[_fmt(rec.get(k)) for k, _ in columns] for rec in shown]
     print(tabulate(rows, headers=[h for _, h in columns]))
     t = result.timings
     print(
         f"\n{result.n_train} training / {result.n_val} validation images; set-up {t['setup']:.2f} s "
         f"(fingerprints {t['featurize']:.2f} s), {t['epoch_mean']:.3f} s/epoch"
     )
+    best_epoch = result.extra.get("best_epoch")
+    if best_epoch and best_epoch != len(result.curve):
+        print(f"model: the weights of epoch {best_epoch}, the best validation score (keep_best)")
     if result.test_metrics:
-        m = result.test_metrics
-        print(
-            f"test ({m['n_images']} images): energy MAE {_fmt(m['energy_mae'])} eV "
-            f"({_fmt(m['energy_mae_per_atom'])} eV/atom), force MAE {_fmt(m['force_mae'])} eV/A "
-            f"(free atoms {_fmt(m['force_mae_free'])})"
-        )
+        print("\n".join(quality_lines(result.test_metrics, record["test_baselines"], "test")))
     print(f"model: {model_path}\nrecord: {record_path}")
     sys.stdout.flush()
     return 0

@@ -1,10 +1,11 @@
-"""TrainConfig: every knob of one SingleNN training run, and the hyperparameter mapping.
+"""TrainConfig: every knob of one SingleNN training run, presets, and the hyperparameter mapping.
 
-The defaults are AMPTorch's seed configuration (GMP parameter set (a): orders 0-2,
-five sigmas, cutoff 8 A; 3 x 10 tanh + batchnorm; Adam 1e-3; batch 16; force
-coefficient 0.01; MSE) except for two deliberate improvements: feature scaling is
-fitted on the training subset only, and the target scaling defaults to per-element
-reference energies (see :mod:`mfbo.training._scaling`).
+The defaults are chosen for the potential they give, measured on the mlearn Si/Mo and OC20 data
+(``analysis/bench_potential_quality.py``): no batch norm (batch statistics of bulk cells whose atoms
+are all equivalent are degenerate), a wider SiLU network, a force term that carries real weight,
+a cosine learning-rate schedule with warm-up, and the weights of the best validation epoch kept.
+AMPTorch's exact seed configuration is the preset ``"amptorch"`` (:func:`preset`), used to transfer
+a configuration to AMPTorch.
 """
 
 from __future__ import annotations
@@ -24,6 +25,9 @@ __all__ = [
     "TrainConfig",
     "config_from_hyperparameters",
     "default_fp_params",
+    "make_sigmas",
+    "preset",
+    "PRESETS",
     "GMP_HYPERPARAMETERS",
     "NETWORK_HYPERPARAMETERS",
 ]
@@ -31,8 +35,8 @@ __all__ = [
 SEED_SIGMAS = (0.2, 0.69, 1.1, 1.66, 2.66)
 
 ACTIVATIONS = ("tanh", "silu", "gelu", "softplus")
-LOSSES = ("mse", "mae")
-SCHEDULERS = ("none", "step", "cosine")
+LOSSES = ("mse", "mae", "huber")
+SCHEDULERS = ("none", "step", "cosine", "plateau")
 TARGET_SCALINGS = ("per_element", "amptorch", "none")
 FEATURE_SCALINGS = ("normalize", "standardize", "none")
 DTYPES = ("float64", "float32")
@@ -63,6 +67,8 @@ NETWORK_HYPERPARAMETERS = (
     "scheduler",
     "scheduler_gamma",
     "scheduler_step_size",
+    "warmup_epochs",
+    "loss",
 )
 
 
@@ -81,31 +87,42 @@ def default_fp_params() -> dict:
 
 @dataclass
 class TrainConfig:
-    """One SingleNN training run (AMPTorch's seed configuration by default).
+    """One SingleNN training run (defaults: the measured best general settings; see module doc).
 
     Fingerprints:
         fp_scheme: "gmp" or "gmpordernorm".
-        fp_params: AMPTorch ``fp_params`` layout (``MCSHs``, ``cutoff`` in A, optional
+        fp_params: AMPTorch ``fp_params`` layout (``MCSHs``, ``cutoff`` in Å, optional
             ``atom_gaussians`` element -> .g path, ``solid_harmonics``).
     Network (AMPTorch SingleNN: one MLP shared by all elements):
         num_layers, num_nodes: hidden layers x width.
         activation: "tanh", "silu", "gelu" or "softplus".
-        batchnorm: BatchNorm1d after every hidden linear layer.
+        batchnorm: BatchNorm1d after every hidden linear layer (AMPTorch's default; off by default
+            here: in a bulk cell whose atoms are all equivalent every feature column of a batch is
+            constant, its variance 0, and the normalised outputs and their force derivatives blow up).
         dropout: dropout probability after every hidden activation (0 = off).
-        batchnorm_stats: "auto" (default: batch statistics treated as constants in the gradient
-            when forces are in the loss, so training forces match the eval-mode model's; standard
-            otherwise), "standard" (AMPTorch: gradients through the batch statistics) or "detached".
+        batchnorm_stats: "auto" (batch statistics treated as constants in the gradient when forces
+            are in the loss, so training forces match the eval-mode model's; standard otherwise),
+            "standard" (AMPTorch: gradients through the batch statistics) or "detached".
     Optimisation:
-        lr, weight_decay: Adam's.
-        scheduler: "none", "step" (StepLR(scheduler_step_size, scheduler_gamma)) or "cosine"
-            (cosine annealing over ``epochs``, so a shorter run is a prefix of a longer one).
+        lr, weight_decay: Adam's (peak learning rate with a warm-up).
+        scheduler: "none", "step" (StepLR(scheduler_step_size, scheduler_gamma)), "cosine" (cosine
+            annealing from ``lr`` to ``lr * min_lr_ratio`` over ``epochs``, so a shorter run is a prefix
+            of a longer one) or "plateau" (lr times ``scheduler_gamma`` after ``scheduler_patience``
+            epochs without a better validation score).
+        warmup_epochs: linear warm-up of the learning rate over the first epochs (0 = none).
         batch_size: images per batch.
         epochs: epochs of a full run (the epoch fidelity truncates it).
-        force_coefficient: weight of the force term: loss = 0.5 * (L_E + force_coefficient * L_F).
-        loss: "mse" or "mae".
+        force_coefficient: weight of the force term: loss = 0.5 * (L_E + force_coefficient * L_F),
+            both terms in units of the energy scale (per-atom energies, per-component forces).
+        loss: "mse", "mae" or "huber" (quadratic within ``huber_delta`` scaled units, linear beyond:
+            robust to the few large-force outliers of high-temperature snapshots).
         get_forces: compute forces at all (needs fingerprint Jacobians); False trains on energies
             only and reports force metrics as None.
         force_loss_atoms: "free" (default; atoms fixed by FixAtoms are excluded) or "all".
+        keep_best: at the end, restore the weights of the epoch with the best validation score
+            (``val_score`` in the learning curve); False keeps the last epoch's (AMPTorch).
+        early_stopping_patience: stop after this many epochs without a better validation score
+            (0 = never); the remaining epochs of the curve repeat the best epoch's validation errors.
     Scaling:
         target_scaling: "per_element" (default: per-element reference energies by least squares on
             the training subset, then per-atom scaling), "amptorch" ((E - mean)/std over total
@@ -128,23 +145,29 @@ class TrainConfig:
 
     fp_scheme: str = "gmp"
     fp_params: dict = field(default_factory=default_fp_params)
-    num_layers: int = 3
-    num_nodes: int = 10
-    activation: str = "tanh"
-    batchnorm: bool = True
+    num_layers: int = 2
+    num_nodes: int = 32
+    activation: str = "silu"
+    batchnorm: bool = False
     dropout: float = 0.0
     batchnorm_stats: str = "auto"
-    lr: float = 1e-3
+    lr: float = 3e-3
     weight_decay: float = 0.0
-    scheduler: str = "none"
-    scheduler_gamma: float = 0.1
+    scheduler: str = "cosine"
+    scheduler_gamma: float = 0.5
     scheduler_step_size: int = 10
+    scheduler_patience: int = 10
+    min_lr_ratio: float = 0.01
+    warmup_epochs: int = 3
     batch_size: int = 16
-    epochs: int = 10
-    force_coefficient: float = 0.01
+    epochs: int = 100
+    force_coefficient: float = 1.0
     loss: str = "mse"
+    huber_delta: float = 1.0
     get_forces: bool = True
     force_loss_atoms: str = "free"
+    keep_best: bool = True
+    early_stopping_patience: int = 0
     target_scaling: str = "per_element"
     feature_scaling: str = "normalize"
     feature_range: tuple = (0.0, 1.0)
@@ -180,11 +203,23 @@ class TrainConfig:
         choice("batchnorm_stats", BATCHNORM_STATS)
         if not isinstance(self.fp_params, Mapping) or "MCSHs" not in self.fp_params:
             raise ConfigError("TrainConfig.fp_params must be AMPTorch's fp_params dict with an 'MCSHs' entry")
-        for name in ("num_layers", "num_nodes", "batch_size", "epochs", "scheduler_step_size", "eval_batch_size"):
+        for name in (
+            "num_layers",
+            "num_nodes",
+            "batch_size",
+            "epochs",
+            "scheduler_step_size",
+            "scheduler_patience",
+            "eval_batch_size",
+        ):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ConfigError(f"TrainConfig.{name}={value!r} must be a positive integer")
-        for name in ("lr", "divergence_factor"):
+        for name in ("warmup_epochs", "early_stopping_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ConfigError(f"TrainConfig.{name}={value!r} must be a non-negative integer (0 = off)")
+        for name in ("lr", "divergence_factor", "huber_delta"):
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
                 raise ConfigError(f"TrainConfig.{name}={value!r} must be a positive number")
@@ -192,6 +227,8 @@ class TrainConfig:
             value = getattr(self, name)
             if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
                 raise ConfigError(f"TrainConfig.{name}={value!r} must be a non-negative number")
+        if not 0.0 < float(self.min_lr_ratio) <= 1.0:
+            raise ConfigError(f"TrainConfig.min_lr_ratio={self.min_lr_ratio!r} must lie in (0, 1]")
         if not 0.0 <= float(self.dropout) < 1.0:
             raise ConfigError(f"TrainConfig.dropout={self.dropout!r} must lie in [0, 1)")
         if not 0.0 < float(self.scheduler_gamma) <= 1.0:
@@ -216,10 +253,15 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> TrainConfig:
-        """Build from a dict; unknown keys raise ConfigError naming them."""
+        """Build from a dict; unknown keys raise ConfigError naming them.
+
+        A key ``preset`` (a name of :data:`PRESETS`) starts from that preset; the other keys override it.
+        """
         if not isinstance(d, Mapping):
             raise ConfigError(f"a TrainConfig must be given as a mapping, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
+        if "preset" in d:
+            d = {**_preset_fields(d["preset"]), **{k: v for k, v in d.items() if k != "preset"}}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ConfigError(f"unknown TrainConfig field(s) {unknown}; valid fields: {sorted(names)}")
@@ -235,6 +277,50 @@ class TrainConfig:
         d = self.to_dict()
         d.update(changes)
         return TrainConfig.from_dict(d)
+
+
+# AMPTorch's seed configuration exactly (as far as a TrainConfig can say it): 3 x 10 tanh with batch
+# norm whose statistics enter the force gradient, Adam 1e-3 without a schedule, batch 16, MSE with
+# force coefficient 0.01 over all atoms, total-energy (E - mean)/std target scaling, last epoch kept.
+# Configurations meant for AMPTorch start from it (``mfbo export --format amptorch`` maps the rest).
+PRESETS: dict[str, dict[str, Any]] = {
+    "amptorch": {
+        "num_layers": 3,
+        "num_nodes": 10,
+        "activation": "tanh",
+        "batchnorm": True,
+        "batchnorm_stats": "standard",
+        "lr": 1e-3,
+        "scheduler": "none",
+        "warmup_epochs": 0,
+        "batch_size": 16,
+        "epochs": 10,
+        "force_coefficient": 0.01,
+        "loss": "mse",
+        "force_loss_atoms": "all",
+        "keep_best": False,
+        "early_stopping_patience": 0,
+        "target_scaling": "amptorch",
+        "feature_scaling": "normalize",
+        "feature_range": (0.0, 1.0),
+        "feature_scaling_per_element": True,
+    },
+}
+
+
+def _preset_fields(name) -> dict[str, Any]:
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r} is not one of {sorted(PRESETS)}")
+    return copy.deepcopy(PRESETS[name])
+
+
+def preset(name: str, **changes) -> TrainConfig:
+    """The TrainConfig of a named preset (:data:`PRESETS`), with some fields changed.
+
+    Raises:
+        ConfigError: an unknown preset or field (named).
+    """
+    return TrainConfig.from_dict({**_preset_fields(name), **changes})
 
 
 def _plain(value):
@@ -289,7 +375,8 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
             (0-4, max order; gmp takes every group of orders 0..max), ``cutoff`` (A),
             ``solid_harmonics``. Network names: ``num_layers``, ``num_nodes``, ``activation``,
             ``batchnorm``, ``dropout``, ``lr``, ``weight_decay``, ``force_coefficient``,
-            ``batch_size``, ``scheduler``, ``scheduler_gamma``, ``scheduler_step_size``. Any other
+            ``batch_size``, ``scheduler``, ``scheduler_gamma``, ``scheduler_step_size``,
+            ``warmup_epochs``, ``loss``; ``preset`` (a :data:`PRESETS` name) replaces ``base``. Any other
             TrainConfig field name is accepted as well. GMP names left out keep the base's values
             (sigma range and count are read off the base's sigmas; ``sigma_spacing`` defaults to "log").
 
@@ -300,6 +387,9 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
         ConfigError: an unknown name or an invalid value (named).
     """
     params = {k: _plain(v) for k, v in dict(params).items()}
+    if "preset" in params:
+        # A preset replaces the base; the other names then modify the preset.
+        base = preset(params.pop("preset"))
     fields = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(params) - fields - set(GMP_HYPERPARAMETERS))
     if unknown:
@@ -307,7 +397,7 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
             f"unknown hyperparameter(s) {unknown}; known: {sorted(set(GMP_HYPERPARAMETERS) | fields)}"
         )
     d = base.to_dict()
-    for name in ("num_layers", "num_nodes", "batch_size", "scheduler_step_size", "epochs"):
+    for name in ("num_layers", "num_nodes", "batch_size", "scheduler_step_size", "epochs", "warmup_epochs"):
         if name in params:
             value = params[name]
             if isinstance(value, float) and value.is_integer():

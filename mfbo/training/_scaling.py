@@ -24,6 +24,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mfbo.training._baselines import fit_element_energies
+
 __all__ = ["FeatureScaler", "TargetScaler", "N_Z"]
 
 N_Z = 119  # atomic numbers 0..118
@@ -141,21 +143,11 @@ class TargetScaler:
             return cls(kind, ref, float(np.mean(energies)), std if std > 1e-8 else 1.0, False)
         if kind == "none":
             return cls(kind, ref, 0.0, 1.0, False)
-        elements = np.unique(np.concatenate(numbers_per_image))
-        column = {int(z): c for c, z in enumerate(elements)}
-        composition = np.zeros((len(energies), len(elements)))
-        for row, numbers in enumerate(numbers_per_image):
-            for z, count in zip(*np.unique(numbers, return_counts=True)):
-                composition[row, column[int(z)]] = count
-        # Minimum-norm least squares: well defined also when compositions are collinear
-        # (e.g. every image is H2O), which only changes how energy is shared between elements.
-        solution = np.linalg.lstsq(composition, energies, rcond=None)[0]
-        natoms = composition.sum(axis=1)
-        # An element absent from the training subset gets the mean energy per atom.
-        ref[:] = float(np.sum(energies) / np.sum(natoms))
-        ref[elements.astype(np.int64)] = solution
-        residual_per_atom = (energies - composition @ solution) / natoms
-        scale = float(np.sqrt(np.mean(residual_per_atom**2)))
+        # The per-element linear fit is also the "linear fit" baseline (mfbo.training._baselines): the
+        # network learns exactly what that baseline misses.
+        fit = fit_element_energies(energies, numbers_per_image)
+        ref[:] = fit.ref
+        scale = fit.rms_residual_per_atom
         return cls(kind, ref, 0.0, scale if scale > 1e-8 else 1.0, True)
 
     def reference(self, numbers: torch.Tensor, dtype) -> torch.Tensor:

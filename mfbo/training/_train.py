@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import math
 import time
 from dataclasses import dataclass, field
@@ -11,6 +12,7 @@ import numpy as np
 import torch
 
 from mfbo.errors import ConfigError, DataError, TrainingDiverged
+from mfbo.training._baselines import baseline_metrics
 from mfbo.training._config import TrainConfig
 from mfbo.training._core import ScaledPack, error_metrics, predict_pack, run_batch
 from mfbo.training._data import load_images, nested_subset
@@ -23,8 +25,9 @@ from mfbo.training._trained import TrainedModel
 
 __all__ = ["train", "TrainResult", "CURVE_KEYS"]
 
-# The shared record plus what only the built-in trainer measures (loss, per-epoch wall and CPU seconds).
-CURVE_KEYS = (*RECORD_KEYS, "train_loss", "epoch_time", "epoch_cpu_time")
+# The shared record plus what only the built-in trainer measures: loss, the validation score (errors
+# relative to the trivial baselines, see _val_score), per-epoch wall and CPU seconds.
+CURVE_KEYS = (*RECORD_KEYS, "train_loss", "val_score", "epoch_time", "epoch_cpu_time")
 
 
 @dataclass
@@ -39,14 +42,19 @@ class TrainResult:
             when forces are off); ``train_loss`` (scaled units), ``lr`` used in the epoch,
             ``epoch_time`` (s), ``epoch_cpu_time`` (process CPU s; on a shared machine wall time
             overstates the work) and ``wall_time`` (s since ``train`` was called, set-up included;
-            torch's one-time per-process import of its optimiser stack is excluded).
-        model: the TrainedModel after the last epoch.
+            torch's one-time per-process import of its optimiser stack is excluded); ``val_score``
+            (validation errors over the trivial baselines', see ``_val_score``; dimensionless). Epochs
+            after an early stop repeat the best epoch's record with ``early_stopped: True``.
+        model: the TrainedModel with the best validation epoch's weights (``keep_best``, default)
+            or the last epoch's.
         timings: seconds: ``featurize``, ``setup`` (featurise + pack + fit scalers), ``train``,
             ``epoch_mean``, ``test``, ``total``; ``setup_cpu``, ``featurize_cpu`` and ``total_cpu``
             are process CPU seconds.
         test_metrics: ``energy_mae``, ``energy_mae_per_atom``, ``force_mae``, ``force_mae_free``,
             ``n_images`` on the test set, or None when no test set was given.
         n_train, n_val: images used.
+        extra: ``data_fraction``, ``epochs``, ``best_epoch`` (the epoch whose weights the model has),
+            ``val_baselines`` (:func:`mfbo.training.baseline_metrics` on the validation set).
     """
 
     curve: list[dict]
@@ -96,19 +104,60 @@ def _threads(n: int | None):
 
 
 def _make_scheduler(config: TrainConfig, optimizer):
+    """The epoch-level learning-rate schedule (stepped once per epoch; "plateau" with the val score)."""
+    warmup = int(config.warmup_epochs)
+    if config.scheduler == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(
+            optimizer, mode="min", factor=config.scheduler_gamma, patience=config.scheduler_patience
+        )
     if config.scheduler == "step":
-        return torch.optim.lr_scheduler.StepLR(optimizer, config.scheduler_step_size, config.scheduler_gamma)
-    if config.scheduler == "cosine":
-        # T_max is the configuration's full epoch count, not the fidelity's, so a run truncated at
-        # t epochs is exactly the prefix of the full run (the optimiser's trace observations rely on it).
-        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=config.epochs)
-    return None
+        after = lambda e: config.scheduler_gamma ** (e // config.scheduler_step_size)  # noqa: E731
+    elif config.scheduler == "cosine":
+        # Over the configuration's full epoch count, not the fidelity's, so a run truncated at t epochs
+        # is exactly the prefix of the full run (the optimiser's trace observations rely on it).
+        span = max(config.epochs - warmup, 1)
+        floor = config.min_lr_ratio
+
+        def after(e):
+            return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * min(e, span) / span))
+    else:
+        after = None
+    if after is None and warmup == 0:
+        return None
+
+    def factor(epoch: int) -> float:  # epoch: 0-based index of the epoch about to run
+        if epoch < warmup:
+            return (epoch + 1) / (warmup + 1)
+        return 1.0 if after is None else after(epoch - warmup)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def _loss_term(err: torch.Tensor, kind: str) -> torch.Tensor:
+def _loss_term(err: torch.Tensor, config: TrainConfig) -> torch.Tensor:
     if err.numel() == 0:
         return err.sum()
-    return (err * err).mean() if kind == "mse" else err.abs().mean()
+    if config.loss == "mse":
+        return (err * err).mean()
+    if config.loss == "huber":
+        return torch.nn.functional.huber_loss(err, torch.zeros_like(err), delta=config.huber_delta)
+    return err.abs().mean()
+
+
+def _val_score(metrics: dict, baselines: dict) -> float | None:
+    """Validation errors relative to the trivial baselines on the validation set, averaged.
+
+    ``mean(E_MAE/atom / linear-fit E_MAE/atom, F_MAE(free) / zero-force F_MAE(free))`` over the terms
+    that exist: dimensionless, 1 = no better than the baselines, 0 = exact. It weighs energies and
+    forces by how hard each is on this data, so it ranks epochs without a unit-dependent weight.
+    """
+    terms = []
+    e_base = baselines["linear_fit"]["energy_mae_per_atom"]
+    if metrics.get("val_energy_mae_per_atom") is not None and e_base and e_base > 0:
+        terms.append(metrics["val_energy_mae_per_atom"] / e_base)
+    f_base = baselines["zero_forces"]["force_mae_free"]
+    if metrics.get("val_force_mae_free") is not None and f_base and f_base > 0:
+        terms.append(metrics["val_force_mae_free"] / f_base)
+    return float(np.mean(terms)) if terms else None
 
 
 def _images(source, what: str, require_forces: bool) -> list:
@@ -212,8 +261,9 @@ def train(
         ).to(device=device, dtype=dtype)
         t_setup, c_setup = time.perf_counter() - t_start, time.process_time() - c_start
 
-        curve, epoch_times = _fit(
-            config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start
+        val_baselines = baseline_metrics(subset, val)
+        curve, epoch_times, best_epoch = _fit(
+            config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start, val_baselines
         )
         t_train = time.perf_counter() - t_start - t_setup
 
@@ -223,6 +273,7 @@ def train(
             "n_train": len(subset),
             "data_fraction": float(data_fraction),
             "epochs": int(n_epochs),
+            "best_epoch": best_epoch,
         }
         model = TrainedModel(config, network.cpu().eval(), fscaler, tscaler, metadata)
         test_metrics = None
@@ -250,7 +301,12 @@ def train(
         n_train=len(subset),
         n_val=len(val),
         config=config,
-        extra={"data_fraction": float(data_fraction), "epochs": int(n_epochs)},
+        extra={
+            "data_fraction": float(data_fraction),
+            "epochs": int(n_epochs),
+            "best_epoch": best_epoch,
+            "val_baselines": val_baselines,
+        },
     )
 
 
@@ -286,7 +342,9 @@ def _fit(
     forces_on: bool,
     progress: bool,
     t_start: float,
-) -> tuple[list[dict], list[float]]:
+    val_baselines: dict,
+) -> tuple[list[dict], list[float], int]:
+    """The epoch loop. Returns (curve, epoch wall times, the epoch whose weights the network ends with)."""
     packed: PackedImages = train_sp.packed
     n = packed.n_images
     scale = tscaler.scale
@@ -296,6 +354,9 @@ def _fit(
         network.parameters(), lr=config.lr, weight_decay=config.weight_decay, foreach=True
     )
     scheduler = _make_scheduler(config, optimizer)
+    if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau) and config.warmup_epochs:
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr / (config.warmup_epochs + 1)
     generator = torch.Generator().manual_seed(int(config.seed))
     free_only = config.force_loss_atoms == "free"
     network.set_detached_batch_stats(
@@ -303,6 +364,7 @@ def _fit(
     )
     curve: list[dict] = []
     epoch_times: list[float] = []
+    best_val = (math.inf, 0, None)  # (val score, epoch, weights) of the best validation epoch so far
     best_loss = math.inf  # best epoch loss so far, or the untrained model's first batch loss
 
     bar = None
@@ -335,14 +397,14 @@ def _fit(
             image_index = torch.as_tensor(images, device=out.energy.device)
             e_err = out.energy - train_sp.energy_target[image_index]
             if tscaler.per_atom_loss:
-                loss_e = _loss_term(e_err / out.n_atoms, config.loss)
+                loss_e = _loss_term(e_err / out.n_atoms, config)
             else:
-                loss_e = _loss_term(e_err, config.loss)
+                loss_e = _loss_term(e_err, config)
             loss = loss_e
             if use_force_loss:
                 f_err = out.forces - train_sp.force_target[out.atoms]
                 free = packed.free[out.atoms]
-                loss_f = _loss_term(f_err[free] if free_only else f_err, config.loss)
+                loss_f = _loss_term(f_err[free] if free_only else f_err, config)
                 loss = 0.5 * (loss_e + config.force_coefficient * loss_f)
             else:
                 loss = 0.5 * loss_e
@@ -366,8 +428,6 @@ def _fit(
                     free_f = abs_f[packed.free[out.atoms]]
                     sums["f_free"] += float(free_f.sum())
                     counts["f_free"] += free_f.numel()
-        if scheduler is not None:
-            scheduler.step()
         epoch_loss = sums["loss"] / max(counts["batches"], 1)
         if not math.isfinite(epoch_loss):
             raise diverged(epoch, "the loss became NaN/inf")
@@ -382,6 +442,19 @@ def _fit(
         val_metrics = error_metrics(val_sp, energies, forces, prefix="val_")
         if not all(v is None or math.isfinite(v) for v in val_metrics.values()):
             raise diverged(epoch, "validation predictions became NaN/inf")
+        score = _val_score(val_metrics, val_baselines)
+        ranking = score if score is not None else val_metrics["val_energy_mae_per_atom"]
+        if ranking < best_val[0]:
+            weights = copy.deepcopy(network.state_dict()) if config.keep_best else None
+            best_val = (ranking, epoch, weights)
+        if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+            if epoch > config.warmup_epochs:
+                scheduler.step(ranking)
+            else:  # the warm-up of a plateau schedule: linear ramp to lr
+                for group in optimizer.param_groups:
+                    group["lr"] = config.lr * (epoch + 1) / (config.warmup_epochs + 1)
+        elif scheduler is not None:
+            scheduler.step()
         now = time.perf_counter()
         epoch_times.append(now - t_epoch)
         record = {
@@ -395,6 +468,7 @@ def _fit(
             "val_force_mae": val_metrics["val_force_mae"],
             "val_force_mae_free": val_metrics["val_force_mae_free"],
             "train_loss": epoch_loss,
+            "val_score": score,
             "lr": lr,
             "epoch_time": now - t_epoch,
             "epoch_cpu_time": time.process_time() - c_epoch,
@@ -404,6 +478,27 @@ def _fit(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(val_E=f"{record['val_energy_mae']:.3g} eV")
+        patience = config.early_stopping_patience
+        if patience and epoch - best_val[1] >= patience and epoch < n_epochs:
+            # The potential a stopped run hands over is the best epoch's, so the rest of the curve
+            # (its length is the epoch fidelity) repeats that epoch's validation errors.
+            best_record = curve[best_val[1] - 1]
+            for later in range(epoch + 1, n_epochs + 1):
+                curve.append(
+                    {
+                        **best_record,
+                        "epoch": later,
+                        "epoch_time": 0.0,
+                        "epoch_cpu_time": 0.0,
+                        "wall_time": record["wall_time"],
+                        "early_stopped": True,
+                    }
+                )
+            break
     if bar is not None:
         bar.close()
-    return curve, epoch_times
+    final_epoch = len(epoch_times)
+    if config.keep_best and best_val[2] is not None and best_val[1] != final_epoch:
+        network.load_state_dict(best_val[2])
+        final_epoch = best_val[1]
+    return curve, epoch_times, final_epoch

@@ -129,12 +129,6 @@ class TrainedModel:
             per_image = [force[offsets[k] : offsets[k + 1]] for k in range(len(images))]
         return {"energy": energies, "forces": per_image}
 
-    def calculator(self, **kwargs):
-        """An ASE Calculator (energy, forces, per-atom energies) backed by this model."""
-        from mfbo.training._calculator import MfboCalculator
-
-        return MfboCalculator(self, **kwargs)
-
     # ------------------------------------------------------------------ persistence
     def save(self, path) -> Path:
         """Write the model to ``path`` (an ``.npz`` archive; no pickle). Returns the path."""

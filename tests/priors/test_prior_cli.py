@@ -39,7 +39,7 @@ def test_derive_to_stdout_and_check(capsys, monkeypatch):
     assert main(["priors", "derive", "mfbo/datasets/water_2d.traj", "--max-images", "30"]) == 0
     out = capsys.readouterr().out
     assert "[parameters.sigma_min]" in out and out.startswith("# water_2d_physics")
-    assert main(["priors", "check", "priors/nn_defaults.toml", "--samples", "3"]) == 0
+    assert main(["priors", "check", "bundled:nn_defaults", "--samples", "3"]) == 0
     out = capsys.readouterr().out
     assert out.count("sample:") == 3 and "num_layers * num_nodes <= 256" in out
 

@@ -100,7 +100,7 @@ class NotSubclass:
 
 def test_good_priors_pass():
     check_prior(GoodPrior(), SPACE)
-    spec = load_prior_file(REPO / "priors" / "nn_defaults.toml")
+    spec = load_prior_file("bundled:nn_defaults")
     check_prior(spec.prior, spec.space, constraints=spec.constraints)
     gmp = load_prior_file(REPO / "priors" / "gmp_physics.toml")
     check_prior(gmp.prior, gmp.space, constraints=gmp.constraints, n=16)

@@ -47,4 +47,8 @@ def oc20_small():
 def small_config():
     from mfbo.training import TrainConfig
 
-    return TrainConfig(fp_params=SMALL_FP, num_layers=2, num_nodes=8, batch_size=4, epochs=3, lr=1e-2)
+    # A plain run: constant learning rate, last epoch's weights, so tests can compare epoch by epoch.
+    return TrainConfig(
+        fp_params=SMALL_FP, num_layers=2, num_nodes=8, batch_size=4, epochs=3, lr=1e-2,
+        scheduler="none", warmup_epochs=0, keep_best=False,
+    )

@@ -7,14 +7,31 @@ from mfbo.errors import ConfigError
 from mfbo.training import TrainConfig, config_from_hyperparameters, make_sigmas
 
 
-def test_defaults_are_the_seed_configuration():
-    c = TrainConfig()
+def test_amptorch_preset_is_the_seed_configuration():
+    from mfbo.training import preset
+
+    c = preset("amptorch")
     assert (c.num_layers, c.num_nodes, c.activation, c.batchnorm) == (3, 10, "tanh", True)
     assert (c.lr, c.batch_size, c.force_coefficient, c.loss) == (1e-3, 16, 0.01, "mse")
+    assert (c.scheduler, c.warmup_epochs, c.keep_best, c.target_scaling) == ("none", 0, False, "amptorch")
+    assert (c.batchnorm_stats, c.force_loss_atoms) == ("standard", "all")
     mcshs = c.fp_params["MCSHs"]
     assert sorted(mcshs) == ["0", "1", "2"] and mcshs["2"]["groups"] == [1, 2]
     assert mcshs["0"]["sigmas"] == [0.2, 0.69, 1.1, 1.66, 2.66] and c.fp_params["cutoff"] == 8.0
-    assert c.target_scaling == "per_element" and c.dtype == "float64"
+    assert preset("amptorch", lr=0.01).lr == 0.01
+    assert TrainConfig.from_dict({"preset": "amptorch", "epochs": 3}) == preset("amptorch", epochs=3)
+    assert config_from_hyperparameters(TrainConfig(), {"preset": "amptorch", "num_nodes": 20}) == preset(
+        "amptorch", num_nodes=20
+    )
+    with pytest.raises(ConfigError, match="preset='nope'"):
+        TrainConfig.from_dict({"preset": "nope"})
+
+
+def test_defaults_train_for_accuracy():
+    c = TrainConfig()
+    # No batch norm (degenerate on bulk cells), a schedule, and the best validation epoch kept.
+    assert c.batchnorm is False and c.keep_best is True and c.scheduler == "cosine"
+    assert c.force_coefficient >= 0.03 and c.target_scaling == "per_element" and c.dtype == "float64"
 
 
 def test_dict_round_trip_and_unknown_field():
@@ -27,7 +44,8 @@ def test_dict_round_trip_and_unknown_field():
 
 @pytest.mark.parametrize(
     "field,value",
-    [("activation", "relu6"), ("lr", -1.0), ("batch_size", 0), ("dropout", 1.0), ("loss", "huber"),
+    [("activation", "relu6"), ("lr", -1.0), ("batch_size", 0), ("dropout", 1.0), ("loss", "hinge"),
+     ("warmup_epochs", -1), ("early_stopping_patience", 1.5), ("min_lr_ratio", 0.0),
      ("target_scaling", "mean"), ("epochs", 2.5), ("fp_params", {"cutoff": 3})],
 )
 def test_invalid_fields_name_the_field(field, value):

@@ -68,7 +68,7 @@ def test_tampered_weights_and_metadata(trained, tmp_path):
 
     def meta(arrays):
         m = json.loads(arrays["meta"].tobytes().decode())
-        m["config"]["activation"] = "silu"
+        m["config"]["activation"] = "tanh" if m["config"]["activation"] != "tanh" else "gelu"
         arrays["meta"] = np.frombuffer(json.dumps(m, sort_keys=True).encode(), dtype=np.uint8)
 
     for name, edit in (("w", weights), ("m", meta)):

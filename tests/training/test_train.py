@@ -22,6 +22,7 @@ def test_overfits_20_water_images(water):
 
     images = water[:20]
     cfg = TrainConfig(fp_params=SMALL_FP, num_layers=2, num_nodes=20, batch_size=20, epochs=300, lr=1e-2,
+                      activation="tanh", scheduler="none", warmup_epochs=0, keep_best=False,
                       get_forces=False, seed=0)
     result = train(cfg, images, images)
     assert len(result.curve) == 300
