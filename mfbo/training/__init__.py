@@ -14,17 +14,17 @@ See ``docs/training.md``. Names that need torch are imported on first use, so th
 
 from mfbo._lazy import lazy_exports
 from mfbo.errors import ModelFileError, TrainingDiverged
+from mfbo.training._baselines import baseline_metrics, ratios_to_baselines, unseen_elements
 from mfbo.training._config import (
     GMP_HYPERPARAMETERS,
     NETWORK_HYPERPARAMETERS,
-    TrainConfig,
     PRESETS,
+    TrainConfig,
     config_from_hyperparameters,
     default_fp_params,
     make_sigmas,
     preset,
 )
-from mfbo.training._baselines import baseline_metrics, ratios_to_baselines, unseen_elements
 from mfbo.training._data import (
     free_atom_mask,
     load_images,
