@@ -54,6 +54,7 @@ __all__ = [
 _MODE_LIN, _MODE_SQRT, _MODE_SQ = 0, 1, 2
 _CHUNK = 32  # neighbour slots per padded row (bounds the padding waste per centre)
 _SLICE = 4096  # pairs per Jacobian slice: its buffers (~2 MB each) stay in cache
+_CANCELLATION = 64.0  # a chain whose plain sum loses fewer than 6 bits stays Gaussian by Gaussian
 _CHAIN_STEP = 0.01  # Gaussians chain when their decays differ by <= this / cutoff^2 (see _decay_chains)
 
 
@@ -245,6 +246,8 @@ class Plan:
                     [dens.beta[g] for g in chain],
                     self.km,
                 )
+                if _cancellation(tails) <= _CANCELLATION and _cancellation(tails_d) <= _CANCELLATION:
+                    continue  # the plain sum loses at most a few bits: keep the cheaper form
                 for j, g in enumerate(chain):
                     coef[s, g] = _f64(tails[j])
                     coef_d[s, g] = _f64(tails_d[j])
@@ -258,7 +261,6 @@ class Plan:
         return ElementRadial(
             neg_decay=neg_decay.reshape(-1, 1).contiguous().to(dev),
             rows=tuple(int(r) for r in rows),
-            row_index=rows.to(dev),
             neg_delta=neg_delta.reshape(-1)[rows].reshape(-1, 1).contiguous().to(dev),
             member=member.to(dev),
             neg_delta_all=neg_delta.reshape(-1).to(dev),
@@ -293,8 +295,7 @@ class ElementRadial:
 
     Attributes:
         neg_decay: (S*G, 1) -c of each column's exponential, 1/Å^2 (row s * G + g).
-        rows: columns that carry an expm1 factor (also as ``row_index``, a long tensor);
-            neg_delta: (len(rows), 1) their -(c_j - c_(j-1)).
+        rows: columns that carry an expm1 factor; neg_delta: (len(rows), 1) their -(c_j - c_(j-1)).
         member: (S*G,) bool, the same columns as a mask; neg_delta_all: (S*G,) (0 elsewhere).
         blockdiag: (S*G, S*K) coefficients, block-diagonal over sigmas.
         table: (S, 2*K, G) coefficients of S and of dS/d(r2), stacked.
@@ -302,7 +303,6 @@ class ElementRadial:
 
     neg_decay: torch.Tensor
     rows: tuple[int, ...]
-    row_index: torch.Tensor
     neg_delta: torch.Tensor
     member: torch.Tensor
     neg_delta_all: torch.Tensor
@@ -324,6 +324,17 @@ def _decay_chains(decays: list[float], limit: float) -> list[list[int]]:
             chains.append([g])
         last = decays[g]
     return chains
+
+
+def _cancellation(tails: list) -> float:
+    """max over (k, M) of sum_i |T_i| / |sum_i T_i| for a chain given by its tail sums."""
+    worst = 1.0
+    for k in range(len(tails[0])):
+        terms = [tails[j][k] - (tails[j + 1][k] if j + 1 < len(tails) else 0) for j in range(len(tails))]
+        total = abs(tails[0][k])
+        size = sum(abs(t) for t in terms)
+        worst = max(worst, float("inf") if total == 0 else float(size / total))
+    return worst
 
 
 def _f64(values) -> torch.Tensor:
@@ -569,9 +580,8 @@ def _columns(rad: ElementRadial, ws: dict, r2: torch.Tensor, E: torch.Tensor) ->
         n = r2.shape[0]
         M = _buffer(ws, "expm1", (len(rad.rows), n), r2)
         torch.mul(rad.neg_delta, r2, out=M).expm1_()
-        picked = _buffer(ws, "picked", (len(rad.rows), n), r2)
-        torch.index_select(E, 0, rad.row_index, out=picked)
-        E.index_copy_(0, rad.row_index, picked.mul_(M))
+        for k, row in enumerate(rad.rows):  # a few rows: row views beat index_select/index_copy_
+            E[row].mul_(M[k])
 
 
 def _terms(plan: Plan, Sv: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
