@@ -127,8 +127,7 @@ def featurize_many(
     # Validate every structure and check all elements have densities before any work.
     structs = [structure_from_atoms(a, where=f"image {k}") for k, a in enumerate(images)]
     for sym in sorted({s for st in structs for s in st.symbols}):
-        plan.element_tables(sym)
-        plan.element_tables_t(sym)  # filled here, so worker threads only read the caches
+        plan.element_tables(sym)  # filled here, so worker threads only read the cache
     bar = None
     if progress:
         from tqdm.auto import tqdm

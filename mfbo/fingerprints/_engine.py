@@ -31,6 +31,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
+from decimal import Decimal, localcontext
 
 import numpy as np
 import torch
@@ -53,6 +54,8 @@ __all__ = [
 _MODE_LIN, _MODE_SQRT, _MODE_SQ = 0, 1, 2
 _CHUNK = 32  # neighbour slots per padded row (bounds the padding waste per centre)
 _SLICE = 4096  # pairs per Jacobian slice: its buffers (~2 MB each) stay in cache
+_CANCELLATION = 64.0  # a chain whose plain sum loses fewer than 6 bits stays Gaussian by Gaussian
+_CHAIN_STEP = 0.01  # Gaussians chain when their decays differ by <= this / cutoff^2 (see _decay_chains)
 
 
 class Plan:
@@ -206,15 +209,16 @@ class Plan:
             A = A**3
         self.A = A
         self.alpha = 1.0 / (2.0 * sig * sig)
-        self._elem: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._elem_t: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._elem: dict[str, ElementRadial] = {}
 
-    def element_tables(self, symbol: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tables of a neighbour element: decay (S*G,) and block-diagonal coefficients
-        (S*G, S*K) such that S[p, s, k] = sum_g exp(-decay[s, g] r_p^2) coef[s, g, k]."""
+    def element_tables(self, symbol: str) -> ElementRadial:
+        """Radial tables of a neighbour element (built once per plan, see :class:`ElementRadial`)."""
         got = self._elem.get(symbol)
-        if got is not None:
-            return got
+        if got is None:
+            got = self._elem[symbol] = self._build_element(symbol)
+        return got
+
+    def _build_element(self, symbol: str) -> ElementRadial:
         dens = self.params.density(symbol)
         B = torch.tensor(dens.B, dtype=torch.float64)
         beta = torch.tensor(dens.beta, dtype=torch.float64)
@@ -223,31 +227,159 @@ class Plan:
         lam = beta[None, :] / gamma
         var = 0.5 / gamma
         pref = self.A[:, None] * B[None, :] * (math.pi / gamma) ** 1.5
-        decay = alpha * beta[None, :] / gamma
+        decay = alpha * beta[None, :] / gamma  # (S, G), 1/Å^2
         coef = pref[..., None] * lam[..., None] ** self.k_pow * var[..., None] ** self.m_pow  # (S, G, K)
-        # Block-diagonal over sigmas: one (P, S*G) @ (S*G, S*K) product gives every S[p, s, k].
-        blockdiag = torch.block_diag(*coef.unbind(0))
-        got = (decay.reshape(-1).to(self.device), blockdiag.to(self.device))
-        self._elem[symbol] = got
-        return got
+        coef_d = coef * (-decay)[..., None]  # coefficients of dS/d(r^2)
+        S, G = decay.shape
+        neg_decay = -decay.clone()
+        neg_delta = torch.zeros(S, G, dtype=torch.float64)
+        member = torch.zeros(S, G, dtype=torch.bool)
+        limit = _CHAIN_STEP / (self.params.cutoff * self.params.cutoff)
+        for s in range(S):
+            for chain in _decay_chains(decay[s].tolist(), limit):
+                if len(chain) == 1:
+                    continue
+                tails, tails_d, decays = _exact_chain(
+                    self.sigmas[s],
+                    self.params.fp_scheme,
+                    [dens.B[g] for g in chain],
+                    [dens.beta[g] for g in chain],
+                    self.km,
+                )
+                if _cancellation(tails) <= _CANCELLATION and _cancellation(tails_d) <= _CANCELLATION:
+                    continue  # the plain sum loses at most a few bits: keep the cheaper form
+                for j, g in enumerate(chain):
+                    coef[s, g] = _f64(tails[j])
+                    coef_d[s, g] = _f64(tails_d[j])
+                    if j:
+                        member[s, g] = True
+                        neg_decay[s, g] = -float(decays[j - 1])
+                        neg_delta[s, g] = -float(decays[j] - decays[j - 1])
+        member = member.reshape(-1)
+        rows = torch.nonzero(member).reshape(-1)
+        dev = self.device
+        return ElementRadial(
+            neg_decay=neg_decay.reshape(-1, 1).contiguous().to(dev),
+            rows=tuple(int(r) for r in rows),
+            neg_delta=neg_delta.reshape(-1)[rows].reshape(-1, 1).contiguous().to(dev),
+            member=member.to(dev),
+            neg_delta_all=neg_delta.reshape(-1).to(dev),
+            # Block-diagonal over sigmas: one (P, S*G) @ (S*G, S*K) product gives every S[p, s, k].
+            blockdiag=torch.block_diag(*coef.unbind(0)).to(dev),
+            # [S; dS/dr2][s] (2K, P) = table[s] @ E[s] (G, P): per sigma, a batched matmul with S
+            # times fewer products than the block-diagonal form.
+            table=torch.cat([coef, coef_d], dim=2).transpose(1, 2).contiguous().to(dev),
+        )
 
-    def element_tables_t(self, symbol: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-sigma tables for the pair-innermost radial part: -decay (S*G, 1) and (S, 2*K, G)
-        stacking the coefficients of S and of dS/d(r^2), so that for every sigma s
-        [S; dS/dr2][s] (2*K, P) = table[s] @ exp(-decay[s] r^2) (G, P): a batched matmul with
-        S times fewer products than the block-diagonal form."""
-        got = self._elem_t.get(symbol)
-        if got is None:
-            decay, blockdiag = self.element_tables(symbol)
-            S, K = self.n_sigma, self.nk
-            G = decay.shape[0] // S
-            coef = torch.stack(
-                [blockdiag[s * G : (s + 1) * G, s * K : (s + 1) * K] for s in range(S)]
-            )  # (S, G, K)
-            coef_d = coef * (-decay).view(S, G, 1)
-            table = torch.cat([coef, coef_d], dim=2).transpose(1, 2).contiguous()  # (S, 2K, G)
-            got = self._elem_t[symbol] = ((-decay)[:, None].contiguous(), table)
-        return got
+
+@dataclass(frozen=True)
+class ElementRadial:
+    """Radial tables of one neighbour element for a plan (S sigmas, G Gaussians, K moment terms).
+
+    The radial factor of a pair at squared distance r2 (Å^2) is
+
+        S[s, k](r2) = sum_g T[s, g, k] exp(-c[s, g] r2),
+
+    evaluated as S[s] = coef[s] @ E[s] from G exponential columns E[s](r2). A Gaussian far (in
+    decay c) from the others is its own column, E = exp(-c r2), coef = T. Gaussians whose decays
+    form a chain of close values c_1 <= c_2 <= ... (valence fits such as Al's two ~8.9e5 e/Å^3
+    Gaussians of opposite sign whose exponents differ by 1e-4 relative) are summed by parts:
+
+        sum_i T_i exp(-c_i r2) = sum_j U_j (E_j - E_(j-1)),  U_j = sum_(i >= j) T_i,
+        E_j - E_(j-1) = exp(-c_(j-1) r2) expm1(-(c_j - c_(j-1)) r2),  E_0 = 0,
+
+    with the tail sums U_j computed in 50-digit arithmetic. Summing the Gaussians one by one in
+    float64 rounds each huge term and leaves the cancellation to the rounding (relative errors up
+    to 1e-4 on small order-4 features, which sum such terms over many neighbours); here every
+    term is about the size of the result.
+
+    Attributes:
+        neg_decay: (S*G, 1) -c of each column's exponential, 1/Å^2 (row s * G + g).
+        rows: columns that carry an expm1 factor; neg_delta: (len(rows), 1) their -(c_j - c_(j-1)).
+        member: (S*G,) bool, the same columns as a mask; neg_delta_all: (S*G,) (0 elsewhere).
+        blockdiag: (S*G, S*K) coefficients, block-diagonal over sigmas.
+        table: (S, 2*K, G) coefficients of S and of dS/d(r2), stacked.
+    """
+
+    neg_decay: torch.Tensor
+    rows: tuple[int, ...]
+    neg_delta: torch.Tensor
+    member: torch.Tensor
+    neg_delta_all: torch.Tensor
+    blockdiag: torch.Tensor
+    table: torch.Tensor
+
+
+def _decay_chains(decays: list[float], limit: float) -> list[list[int]]:
+    """Gaussians (indices into ``decays``, 1/Å^2) in order of increasing decay, cut into chains
+    wherever the step to the next decay exceeds ``limit`` (``_CHAIN_STEP`` / cutoff^2: inside the
+    cutoff a step changes the exponential by at most 1%, so the sum by parts is never worse than
+    the plain sum, and only near-equal exponents, the ones that cancel badly, pay for an expm1)."""
+    chains: list[list[int]] = []
+    last = None
+    for g in sorted(range(len(decays)), key=lambda g: (decays[g], g)):
+        if chains and decays[g] - last <= limit:
+            chains[-1].append(g)
+        else:
+            chains.append([g])
+        last = decays[g]
+    return chains
+
+
+def _cancellation(tails: list) -> float:
+    """max over (k, M) of sum_i |T_i| / |sum_i T_i| for a chain given by its tail sums."""
+    worst = 1.0
+    for k in range(len(tails[0])):
+        terms = [tails[j][k] - (tails[j + 1][k] if j + 1 < len(tails) else 0) for j in range(len(tails))]
+        total = abs(tails[0][k])
+        size = sum(abs(t) for t in terms)
+        worst = max(worst, float("inf") if total == 0 else float(size / total))
+    return worst
+
+
+def _f64(values) -> torch.Tensor:
+    return torch.tensor([float(v) for v in values], dtype=torch.float64)
+
+
+_PI = Decimal("3.14159265358979323846264338327950288419716939937510582097494459")
+
+
+def _exact_chain(sigma: float, scheme: str, B: list[float], beta: list[float], km) -> tuple:
+    """Tail sums of a chain of Gaussians (in order of increasing decay), in 50-digit arithmetic.
+
+    Per Gaussian i the term is T_i[k, M] = A B_i (pi/gamma_i)^1.5 lambda_i^k v_i^M for every (k, M)
+    in ``km``, with gamma = alpha + beta, lambda = beta / gamma, v = 1 / (2 gamma),
+    alpha = 1 / (2 sigma^2), A = 1 / (sigma sqrt(2 pi)) (cubed for gmpordernorm); its decay is
+    c_i = alpha beta_i / gamma_i (1/Å^2).
+
+    Returns:
+        U: per chain position j, sum_(i >= j) T_i (one Decimal per (k, M));
+        U_d: the same for -c_i T_i (the coefficients of dS/d(r2));
+        c: the decays.
+    """
+    with localcontext() as ctx:
+        ctx.prec = 50
+        sig = Decimal(sigma)
+        alpha = 1 / (2 * sig * sig)
+        A = 1 / (sig * (2 * _PI).sqrt())
+        if scheme == "gmpordernorm":
+            A = A**3
+        terms, terms_d, decays = [], [], []
+        for b, be in zip(B, beta):
+            bd, bed = Decimal(b), Decimal(be)
+            gamma = alpha + bed
+            ratio = _PI / gamma
+            pref = A * bd * ratio * ratio.sqrt()
+            lam, var = bed / gamma, 1 / (2 * gamma)
+            c = alpha * bed / gamma
+            t = [pref * lam**k * var**m for k, m in km]
+            terms.append(t)
+            terms_d.append([-c * x for x in t])
+            decays.append(c)
+        n, nk = len(terms), len(km)
+        tails = [[sum(terms[i][k] for i in range(j, n)) for k in range(nk)] for j in range(n)]
+        tails_d = [[sum(terms_d[i][k] for i in range(j, n)) for k in range(nk)] for j in range(n)]
+        return tails, tails_d, decays
 
 
 _WORKSPACE = threading.local()
@@ -418,23 +550,38 @@ def _dmonomials(plan: Plan, pw) -> torch.Tensor:
 
 
 def _radial(plan: Plan, batch: Batch, r2: torch.Tensor) -> torch.Tensor:
-    """S (P, S, K): S[p, s, k] = sum_g exp(-decay[s, g] r_p^2) coef[s, g, k] (see ``element_tables``)."""
+    """S (P, S, K): S[p, s, k] = sum_g exp(-c[s, g] r_p^2) coef[s, g, k] (see :class:`ElementRadial`)."""
     P = r2.shape[0]
     SK = plan.n_sigma * plan.nk
     if r2.requires_grad:  # autograd path: no out= writes
         parts = []
         for symbol, a, b in batch.elem_slices:
-            decay, blockdiag = plan.element_tables(symbol)  # (S*G,), (S*G, S*K)
-            parts.append(torch.exp(r2[a:b, None] * (-decay)[None, :]) @ blockdiag)
+            rad = plan.element_tables(symbol)
+            E = torch.exp(r2[a:b, None] * rad.neg_decay.view(1, -1))
+            if rad.rows:
+                M = torch.expm1(r2[a:b, None] * rad.neg_delta_all[None, :])
+                E = E * torch.where(rad.member, M, torch.ones_like(M))
+            parts.append(E @ rad.blockdiag)
         return torch.cat(parts, dim=0).view(P, plan.n_sigma, plan.nk)
     ws = _workspace()
     Sv = _buffer(ws, "sv", (P, SK), r2)
     for symbol, a, b in batch.elem_slices:
-        decay, blockdiag = plan.element_tables(symbol)
-        E = _buffer(ws, "exp", (b - a, decay.shape[0]), r2)
-        torch.mul(r2[a:b, None], -decay, out=E).exp_()
-        torch.mm(E, blockdiag, out=Sv[a:b])
+        rad = plan.element_tables(symbol)
+        E = _buffer(ws, "exp", (rad.neg_decay.shape[0], b - a), r2)
+        _columns(rad, ws, r2[a:b], E)
+        torch.mm(E.t(), rad.blockdiag, out=Sv[a:b])
     return Sv.view(P, plan.n_sigma, plan.nk)
+
+
+def _columns(rad: ElementRadial, ws: dict, r2: torch.Tensor, E: torch.Tensor) -> None:
+    """Fill E (S*G, n) with the exponential columns of ``rad`` at squared distances r2 (n,)."""
+    torch.mul(rad.neg_decay, r2, out=E).exp_()
+    if rad.rows:
+        n = r2.shape[0]
+        M = _buffer(ws, "expm1", (len(rad.rows), n), r2)
+        torch.mul(rad.neg_delta, r2, out=M).expm1_()
+        for k, row in enumerate(rad.rows):  # a few rows: row views beat index_select/index_copy_
+            E[row].mul_(M[k])
 
 
 def _terms(plan: Plan, Sv: torch.Tensor, dm: torch.Tensor) -> torch.Tensor:
@@ -518,17 +665,17 @@ def _chain_coefficients(plan: Plan, comp: torch.Tensor) -> torch.Tensor:
 def _radial_t(plan: Plan, batch: Batch, derivative: bool) -> torch.Tensor:
     """S (S, K, P), or [S, dS/d(r^2)] (S, 2K, P) with ``derivative``, pair innermost.
 
-    One (S*G, P_e) exponential table and one batched matmul per neighbour element.
+    One (S*G, P_e) table of exponential columns and one batched matmul per neighbour element.
     """
     S, K, P = plan.n_sigma, plan.nk, batch.r2.shape[0]
     rows = 2 * K if derivative else K
     ws = _workspace()
     out = _buffer(ws, "svd", (S, rows, P), batch.r2)
     for symbol, a, b in batch.elem_slices:
-        neg_decay, table = plan.element_tables_t(symbol)  # (S*G, 1), (S, 2K, G)
-        E = _buffer(ws, "exp", (neg_decay.shape[0], b - a), batch.r2)
-        torch.mul(neg_decay, batch.r2[a:b], out=E).exp_()
-        torch.bmm(table[:, :rows], E.view(S, -1, b - a), out=out[:, :, a:b])
+        rad = plan.element_tables(symbol)
+        E = _buffer(ws, "exp", (rad.neg_decay.shape[0], b - a), batch.r2)
+        _columns(rad, ws, batch.r2[a:b], E)
+        torch.bmm(rad.table[:, :rows], E.view(S, -1, b - a), out=out[:, :, a:b])
     return out
 
 

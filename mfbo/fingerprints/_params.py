@@ -261,7 +261,7 @@ class GMPParams:
         """SHA-256 of everything that changes the numbers: scheme, orders/groups/sigmas, cutoff,
         form, and the bytes of the valence-density files (bundled set or the given files)."""
         spec = {
-            "v": 1,
+            "v": 2,
             "scheme": self.fp_scheme,
             "mcsh": [[o, list(g), list(s)] for o, g, s in self.mcsh],
             "cutoff": self.cutoff,
