@@ -13,7 +13,8 @@ Request (JSON)::
      "n_val": trailing images held out for validation, "divergence_factor": float,
      "threads": torch threads, "test": test-images file or null,
      "model_out": .npz path for the trained weights or null,
-     "checkpoint_out": folder for AMPTorch's checkpoint files or null, "result": result .json path}
+     "checkpoint_out": folder for AMPTorch's checkpoint files or null, "result": result .json path,
+     "initial_state": .npz of initial weights (``param:<AMPTorch state key>``) or absent}
 
 Result (JSON): ``{"ok": true, "records": [...], "timings": {"setup": s, "train": s},
 "test_metrics": {...} | null, "versions": {...}, "threads": torch threads used}``, or ``{"ok": false, "error_type": ...,
@@ -46,15 +47,46 @@ from mfbo.objectives._amptorch_history import (
 __all__ = ["main", "run_amptorch"]
 
 
+def _initial_state_callback(path: str):
+    """A skorch callback that loads weights (``.npz`` of ``param:<AMPTorch state key>``) at fit start.
+
+    skorch re-initialises the module when ``fit`` begins, so the weights are copied in place
+    once training begins, before the first batch (the optimizer keeps its references).
+    """
+    import numpy as np
+    import torch
+    from skorch.callbacks import Callback
+
+    with np.load(path) as z:
+        arrays = {k[len("param:"):]: z[k].copy() for k in z.files if k.startswith("param:")}
+
+    class InitialState(Callback):
+        def on_train_begin(self, net, **kwargs):
+            module = net.module_
+            own = module.state_dict()
+            missing = sorted(set(own) - set(arrays))
+            extra = sorted(set(arrays) - set(own))
+            if missing or extra:
+                raise ObjectiveError(f"initial weights do not fit AMPTorch's model: missing {missing}, "
+                                     f"unexpected {extra}")
+            with torch.no_grad():
+                for key, value in own.items():
+                    value.copy_(torch.as_tensor(arrays[key], dtype=value.dtype))
+
+    return InitialState()
+
+
 def run_amptorch(config: dict, n_val: int, train_images: Sequence, val_images: Sequence,
-                 divergence_factor: float = 1e4, after: Callable[[Any], Any] | None = None):
+                 divergence_factor: float = 1e4, after: Callable[[Any], Any] | None = None,
+                 initial_state: str | None = None):
     """Train with AMPTorch's ``AtomsTrainer``; return (records, timings, ``after(trainer)``).
 
     The last ``n_val`` images of ``config["dataset"]["raw_data"]`` are the validation set,
     scored in mfbo's record layout after every epoch. AMPTorch changes the working directory
     (into its run directory), torch's default dtype and ``skorch.net.to_tensor``; all three are
     restored afterwards, after ``after(trainer)`` (e.g. ``trainer.predict``) has run in
-    AMPTorch's setting.
+    AMPTorch's setting. ``initial_state`` (an ``.npz`` of ``param:<state key>`` arrays) replaces
+    AMPTorch's initial weights, for like-for-like comparisons with the built-in trainer.
     """
     import skorch.net
     import torch
@@ -80,7 +112,10 @@ def run_amptorch(config: dict, n_val: int, train_images: Sequence, val_images: S
         # Hold out exactly the trailing validation images (whatever skorch's train_split
         # signature) and score in mfbo's record layout after every epoch.
         trainer.net.train_split = tail_split(n_val)
-        trainer.net.callbacks = list(trainer.net.callbacks or []) + [
+        callbacks = list(trainer.net.callbacks or [])
+        if initial_state:
+            callbacks.insert(0, ("mfbo_initial_state", _initial_state_callback(initial_state)))
+        trainer.net.callbacks = callbacks + [
             ("mfbo_scoring", make_scoring_callback(train_targets, val_targets, with_forces, divergence_factor))
         ]
         t1 = time.perf_counter()
@@ -158,7 +193,8 @@ def serve(request: dict) -> dict:
             return metrics
 
         records, timings, test_metrics = run_amptorch(
-            config, n_val, images[:-n_val], images[-n_val:], float(request.get("divergence_factor", 1e4)), after)
+            config, n_val, images[:-n_val], images[-n_val:], float(request.get("divergence_factor", 1e4)), after,
+            initial_state=request.get("initial_state"))
         return {"ok": True, "records": records, "timings": timings, "test_metrics": test_metrics,
                 "versions": _versions(), "threads": torch.get_num_threads()}
     except Exception as exc:  # reported to the study process, which raises it there
