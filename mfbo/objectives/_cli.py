@@ -19,12 +19,16 @@ def register(subparsers) -> None:
     parser.add_argument("--raw-data", metavar="PATH", default=None,
                         help="training-data path to put in the AMPTorch config (default: the study's)")
     parser.add_argument("--check", action="store_true",
-                        help="also import AMPTorch and construct AtomsTrainer(config) to check the export")
+                        help="first train the exported config for 1 epoch on two tiny images in AMPTorch's "
+                             "interpreter; write nothing if that fails")
+    parser.add_argument("--python", metavar="PATH", default=None,
+                        help="AMPTorch's interpreter for --check (default: $MFBO_AMPTORCH_PYTHON, else the "
+                             "environment .ci/setup-amptorch.sh builds)")
     parser.set_defaults(func=_handle)
 
 
 def _handle(args) -> int:
-    from mfbo.objectives._export import export_amptorch, export_mfbo, load_amptorch_config_py
+    from mfbo.objectives._export import export_amptorch, export_mfbo
 
     if args.format == "mfbo":
         if args.check:
@@ -34,14 +38,25 @@ def _handle(args) -> int:
         print(export_mfbo(args.study_dir, args.out))
         return 0
     if args.check:
-        from mfbo.objectives._amptorch import require_amptorch
-
-        require_amptorch()  # fail before writing anything when AMPTorch is missing
+        _check(args)
     py_path, json_path = export_amptorch(args.study_dir, args.out, raw_data=args.raw_data)
-    if args.check:
-        from amptorch.trainer import AtomsTrainer
-
-        AtomsTrainer(load_amptorch_config_py(py_path))
     print(py_path)
     print(json_path)
     return 0
+
+
+def _check(args) -> None:
+    """The smoke fit of the config as written, in a scratch folder, before the real export."""
+    import shutil
+    import tempfile
+
+    from mfbo.objectives._amptorch_env import find_python, smoke_check
+    from mfbo.objectives._export import export_amptorch, load_amptorch_config_py
+
+    python = find_python(args.python)  # no interpreter: fail before anything is written
+    scratch = tempfile.mkdtemp(prefix="mfbo-export-check-")
+    try:
+        py_path, _ = export_amptorch(args.study_dir, scratch, raw_data=args.raw_data)
+        smoke_check(python, load_amptorch_config_py(py_path, resolve=False), cache=False)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mfbo.errors import ConfigError, StudyError
-from mfbo.objectives._amptorch import (
+from mfbo.objectives._amptorch_config import (
     ACTIVATIONS,
     TORCH_NAMES,
     _training_api,
@@ -227,7 +227,7 @@ class _LiteralEvaluator:
                 if name in TORCH_NAMES:
                     if not self.resolve:
                         return name
-                    from mfbo.objectives._amptorch import _torch_object
+                    from mfbo.objectives._amptorch_config import _torch_object
 
                     return _torch_object(name, True)
                 self.fail(node, f"the name {name}")
@@ -239,7 +239,7 @@ def load_amptorch_config_py(path, *, resolve: bool = True) -> dict[str, Any]:
 
     The file is parsed with :mod:`ast`; the value assigned to ``config`` may hold only literals
     (numbers, strings, booleans, None, dicts, lists, tuples) and the torch names of
-    :data:`mfbo.objectives._amptorch.TORCH_NAMES`. Everything else in the file is ignored.
+    :data:`mfbo.objectives._amptorch_config.TORCH_NAMES`. Everything else in the file is ignored.
 
     Args:
         path: the ``.py`` file.

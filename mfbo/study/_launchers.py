@@ -52,8 +52,12 @@ class Launcher:
     #: whether workers share the driver's host (so they may watch the driver's pid).
     local = True
 
-    def submit(self, key: Any, fn: Callable[[dict], dict], spec: dict, timeout: float | None = None) -> None:
-        """Start ``fn(spec)``; ``timeout`` seconds after it starts, it is stopped and reported failed."""
+    def submit(self, key: Any, fn: Callable[[dict], dict], spec: dict, timeout: float | None = None,
+               limit: str = "execution.trial_timeout") -> None:
+        """Start ``fn(spec)``; ``timeout`` seconds after it starts, it is stopped and reported failed.
+
+        ``limit`` names the setting the timeout comes from, for the failure message.
+        """
         raise NotImplementedError(f"{type(self).__name__} must implement submit()")
 
     def poll(self) -> list[Outcome]:
@@ -103,13 +107,15 @@ class LocalLauncher(Launcher):
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(list(preload if preload is not None else _PRELOAD))
         self._procs: dict[Any, tuple[Any, dict, float, float | None]] = {}
+        self._limits: dict[Any, str] = {}
 
-    def submit(self, key, fn, spec, timeout=None):
+    def submit(self, key, fn, spec, timeout=None, limit="execution.trial_timeout"):
         if key in self._procs:
             raise LauncherError(f"submission {key!r} is already running")
         proc = self._ctx.Process(target=fn, args=(spec,), name=f"mfbo-trial-{key}")
         proc.start()
         self._procs[key] = (proc, spec, time.monotonic(), timeout)
+        self._limits[key] = limit
 
     def running(self):
         return list(self._procs)
@@ -123,8 +129,9 @@ class LocalLauncher(Launcher):
                     proc.join(5)
                     del self._procs[key]
                     rec = _read_result(spec)
+                    limit = self._limits.pop(key, "execution.trial_timeout")
                     out.append(Outcome(key, rec, None if rec else
-                                       f"timed out after {timeout:g} s (execution.trial_timeout); worker killed"))
+                                       f"timed out after {timeout:g} s ({limit}); worker killed"))
                 continue
             proc.join()
             del self._procs[key]
@@ -199,10 +206,12 @@ class DaskLauncher(Launcher):
         except Exception as exc:
             raise LauncherError(f"cannot start the Dask executor: {type(exc).__name__}: {exc}") from None
         self._futs: dict[Any, tuple[Any, dict, float, float | None]] = {}
+        self._limits: dict[Any, str] = {}
 
-    def submit(self, key, fn, spec, timeout=None):
+    def submit(self, key, fn, spec, timeout=None, limit="execution.trial_timeout"):
         fut = self.client.submit(fn, spec, pure=False, key=f"mfbo-{key}-{os.getpid()}-{time.time_ns()}")
         self._futs[key] = (fut, spec, time.monotonic(), timeout)
+        self._limits[key] = limit
 
     def running(self):
         return list(self._futs)
@@ -214,8 +223,8 @@ class DaskLauncher(Launcher):
                 if timeout is not None and time.monotonic() - t0 > timeout:
                     fut.cancel()
                     del self._futs[key]
-                    out.append(Outcome(key, None, f"timed out after {timeout:g} s (execution.trial_timeout); "
-                                                  "Dask task cancelled"))
+                    limit = self._limits.pop(key, "execution.trial_timeout")
+                    out.append(Outcome(key, None, f"timed out after {timeout:g} s ({limit}); Dask task cancelled"))
                 continue
             del self._futs[key]
             if fut.status == "finished":

@@ -781,7 +781,7 @@ class _Driver:
         self.log.info("final run: retraining the recommendation at target fidelity (fraction %g, %d epochs)", df, ep)
         if self.bar is not None:
             self.bar.set_postfix_str("final retraining at target fidelity...")
-        self.launcher.submit("final", run_final, spec, timeout=self.cfg.final_timeout)
+        self.launcher.submit("final", run_final, spec, timeout=self.cfg.final_timeout, limit="final.timeout")
         while True:
             outs = [o for o in self.launcher.poll() if o.key == "final"]
             if outs:

@@ -1,33 +1,21 @@
-"""The AMPTorch config builder, the learning-curve records and the backend's clear failure."""
+"""The AMPTorch config builder: AtomsTrainer keys and types, data placement, JSON round trip."""
 
 from __future__ import annotations
 
 import math
-import pickle
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from ase import Atoms
-from ase.calculators.singlepoint import SinglePointCalculator
-from ase.constraints import FixAtoms
 
-from mfbo.errors import BackendUnavailable, ConfigError, ObjectiveError
-from mfbo.objectives._amptorch import (
-    AmptorchObjective,
-    _SplitTargets,
-    amptorch_available,
+from mfbo.errors import ConfigError
+from mfbo.objectives._amptorch_config import (
     build_amptorch_config,
     config_from_jsonable,
     config_to_jsonable,
-    records_from_history,
-    require_amptorch,
-    split_metrics,
     training_settings,
     untransferable_settings,
 )
-from mfbo.objectives._record import metric_curve
 from mfbo.training._config import TrainConfig
 from mfbo.training._data import nested_subset
 
@@ -230,149 +218,9 @@ def test_untransferable_settings_are_named():
     assert any("target_scaling" in n for n in notes) and any("FixAtoms" in n for n in notes)
 
 
-# ----------------------------------------------------------------------------- records
-
-
-def _image(n, energy, forces, fixed=()):
-    atoms = Atoms("H" * n, positions=np.arange(3 * n, dtype=float).reshape(n, 3))
-    atoms.calc = SinglePointCalculator(atoms, energy=energy, forces=forces)
-    if fixed:
-        atoms.set_constraint(FixAtoms(indices=list(fixed)))
-    return atoms
-
-
-def test_split_metrics_per_image_per_atom_and_free_atoms():
-    f1 = np.zeros((2, 3))
-    f2 = np.ones((4, 3))
-    images = [_image(2, -10.0, f1), _image(4, -20.0, f2, fixed=(0, 1))]
-    targets = _SplitTargets(images, with_forces=True)
-    pred_f = np.concatenate([f1 + 0.3, f2 + np.array([[0.0], [0.0], [0.6], [0.6]])])
-    out = split_metrics(np.array([-9.0, -24.0]), pred_f, targets, "val")
-    assert out["val_energy_mae"] == pytest.approx((1.0 + 4.0) / 2)
-    assert out["val_energy_mae_per_atom"] == pytest.approx((1.0 / 2 + 4.0 / 4) / 2)
-    assert out["val_force_mae"] == pytest.approx((6 * 0.3 + 6 * 0.6) / 18)
-    # free atoms: both of image 1, atoms 2 and 3 of image 2
-    assert out["val_force_mae_free"] == pytest.approx((6 * 0.3 + 6 * 0.6) / 12)
-    with pytest.raises(ObjectiveError, match="energies"):
-        split_metrics(np.array([1.0]), None, targets, "val")
-    no_forces = split_metrics(np.array([-10.0, -20.0]), None, _SplitTargets(images, False), "train")
-    assert no_forces["train_energy_mae"] == 0.0 and no_forces["train_force_mae"] is None
-
-
-def _history(values):
-    rows = []
-    for epoch, v in enumerate(values, start=1):
-        row = {"epoch": epoch, "dur": 0.5, "train_loss": v, "val_energy_mae": 10 * v}
-        for key in ("train_energy_mae", "train_energy_mae_per_atom", "val_energy_mae", "val_energy_mae_per_atom",
-                    "train_force_mae", "train_force_mae_free", "val_force_mae", "val_force_mae_free"):
-            row["mfbo_" + key] = v * (2 if key.startswith("val") else 1)
-        row["mfbo_lr"] = 1e-3
-        row["mfbo_wall_time"] = 0.5 * epoch
-        rows.append(row)
-    return rows
-
-
-def test_records_and_curves_from_a_skorch_history():
-    records = records_from_history(_history([3.0, 2.0, 1.5]))
-    assert [r["epoch"] for r in records] == [1, 2, 3]
-    assert records[2]["val_energy_mae_per_atom"] == 3.0
-    assert records[1]["wall_time"] == 1.0 and records[0]["amptorch_val_energy_mae"] == 30.0
-    # The shared metric of every backend applies to these records unchanged.
-    assert metric_curve(records, "val_energy_mae_per_atom") == [6.0, 4.0, 3.0]
-    weighted = metric_curve(records, {"val_energy_mae_per_atom": 1.0, "val_force_mae": 0.5})
-    assert weighted == pytest.approx([9.0, 6.0, 4.5])
-    broken = _history([1.0])
-    del broken[0]["mfbo_val_force_mae"]
-    with pytest.raises(ObjectiveError, match="val_force_mae"):
-        records_from_history(broken)
-    none_forces = records_from_history([{**_history([1.0])[0], "mfbo_val_force_mae": None}])
-    assert none_forces[0]["val_force_mae"] is None
-    with pytest.raises(ObjectiveError, match="val_force_mae"):
-        metric_curve(none_forces, "val_force_mae")
-
-
-# ----------------------------------------------------------------------------- no AMPTorch
-
-
-@pytest.mark.skipif(amptorch_available(), reason="AMPTorch is installed here; its absence cannot be tested")
-def test_missing_amptorch_fails_at_once_with_install_help():
-    with pytest.raises(BackendUnavailable) as info:
-        require_amptorch()
-    message = str(info.value)
-    assert "pip install git+https://github.com/ulissigroup/amptorch" in message
-    assert "torch-scatter" in message and "skorch 0.10" in message and "numpy < 1.24" in message
-    assert "\n" not in message
-    with pytest.raises(BackendUnavailable, match="ulissigroup/amptorch"):
-        AmptorchObjective(str(DATA / "water_2d.traj"))
-
-
-@pytest.mark.skipif(amptorch_available(), reason="AMPTorch is installed here; its absence cannot be tested")
-@pytest.mark.skipif(amptorch_available(), reason="AMPTorch is installed here; its absence cannot be tested")
-def test_study_choosing_amptorch_fails_at_once_through_the_cli(tmp_path):
-    import subprocess
-    import sys
-
-    study = tmp_path / "amp.toml"
-    study.write_text(
-        '[study]\nname = "amp"\noutput = "out"\nseed = 0\n'
-        '[data]\ntrain = "bundled:water"\nsubsample = 12\nval_fraction = 0.25\n'
-        '[objective]\nbackend = "amptorch"\n'
-        '[space]\nlr = { type = "float", bounds = [0.0001, 0.01], scale = "log" }\n'
-        '[fidelity]\ndata_fraction = [0.5, 1.0]\nepochs = [1, 2]\n[budget]\nffe = 1\n'
-    )
-    proc = subprocess.run([sys.executable, "-m", "mfbo.cli", "run", str(study)], capture_output=True, text=True,
-                          timeout=300)
-    assert proc.returncode == 2
-    errors = [line for line in proc.stderr.splitlines() if "error" in line]
-    assert len(errors) == 1 and errors[0].startswith("mfbo run: error: ") and "Traceback" not in proc.stderr
-    assert "pip install git+https://github.com/ulissigroup/amptorch" in errors[0]
-    assert "torch-scatter" in errors[0] and "skorch 0.10" in errors[0] and "numpy < 1.24" in errors[0]
-    # Nothing was trained: no trial result was written.
-    assert not list((tmp_path / "out").glob("results/*.json"))
-
-
-@pytest.mark.skipif(amptorch_available(), reason="AMPTorch is installed here; its absence cannot be tested")
-def test_registry_entry_amptorch_fails_clearly():
-    from mfbo.objectives import get_objective
-
-    with pytest.raises(BackendUnavailable, match="pip install"):
-        get_objective("amptorch", train=_water(6), val=_water(2))
-
-
-def test_amptorch_objective_is_an_objective():
-    from mfbo.objectives import RECORD_KEYS, Objective
-
-    assert issubclass(AmptorchObjective, Objective)
-    assert "evaluate" in AmptorchObjective.__dict__
-    # records_from_history produces every shared record key.
-    assert set(RECORD_KEYS) <= set(records_from_history(_history([1.0]))[0])
-
-
-# ----------------------------------------------------------------------------- real AMPTorch
-
-
-@pytest.mark.skipif(not amptorch_available(),
-                    reason="AMPTorch does not import here (not on a package registry; see docs/amptorch.md)")
-def test_two_epochs_through_real_amptorch(tmp_path):
-    import ase.io
-
-    images = ase.io.read(str(DATA / "water_2d.traj"), ":16")
-    objective = AmptorchObjective(images[:12], images[12:], base_config=TrainConfig(epochs=2, batch_size=4),
-                                  workdir=tmp_path)
-    cwd = Path.cwd()
-    result = objective.evaluate({"num_layers": 2, "num_nodes": 5}, data_fraction=1.0, epochs=2)
-    assert Path.cwd() == cwd  # AMPTorch's chdir is undone
-    assert len(result["curve"]) == 2 and all(math.isfinite(v) for v in result["curve"])
-    assert [r["epoch"] for r in result["records"]] == [1, 2]
-    assert result["records"][1]["val_energy_mae_per_atom"] == pytest.approx(result["curve"][1])
-    assert result["cost"] > 0 and result["metadata"]["n_val"] == 4
-    pickle.dumps(objective)
-
-
-
 def test_bundled_valence_files_are_the_fingerprint_engines():
     from mfbo.fingerprints._valence import bundled_valence_files
-    from mfbo.objectives._amptorch import bundled_atom_gaussians
+    from mfbo.objectives._amptorch_config import bundled_atom_gaussians
 
     assert bundled_atom_gaussians() == {el: str(Path(p).resolve()) for el, p in bundled_valence_files().items()}
     with pytest.raises(ConfigError, match="Xx"):

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mfbo.errors import ConfigError
-from mfbo.objectives._amptorch import amptorch_available, build_amptorch_config, config_to_jsonable
+from mfbo.objectives._amptorch_config import build_amptorch_config, config_to_jsonable
 from mfbo.objectives._export import (
     ExportError,
     export_amptorch,
@@ -149,13 +149,21 @@ def test_bad_study_dirs_give_one_clear_line(tmp_path, capsys):
         export_mfbo(_study(tmp_path), out_dir="/proc/forbidden")
 
 
-@pytest.mark.skipif(amptorch_available(), reason="AMPTorch is installed here; its absence cannot be tested")
-def test_check_without_amptorch_fails_clearly_and_writes_nothing(tmp_path, capsys):
+def test_check_without_an_amptorch_interpreter_fails_clearly_and_writes_nothing(tmp_path, capsys):
     study = _study(tmp_path)
-    code, out, err = _main(capsys, study, "--check")
+    code, out, err = _main(capsys, study, "--check", "--python", tmp_path / "no-python")
     assert code == 2 and out == ""
     assert err.startswith("mfbo export: error: ") and err.strip().count("\n") == 0
-    assert "github.com/ulissigroup/amptorch" in err and "numpy < 1.24" in err
+    assert str(tmp_path / "no-python") in err and "MFBO_AMPTORCH_PYTHON" in err and "numpy < 1.24" in err
+    assert not (study / "export").exists()
+
+
+def test_check_in_an_environment_without_amptorch_reports_its_error_and_writes_nothing(tmp_path, capsys):
+    # mfbo's own interpreter stands in for a broken AMPTorch environment.
+    study = _study(tmp_path)
+    code, out, err = _main(capsys, study, "--check", "--python", sys.executable)
+    assert code == 2 and out == "" and err.strip().count("\n") == 0
+    assert "1-epoch smoke fit" in err and "No module named 'amptorch'" in err
     assert not (study / "export").exists()
 
 
