@@ -153,9 +153,10 @@ _AX_CHATTY_WARNINGS = (r"`sort_values` is not specified for `ChoiceParameter`",
 
 
 def _below_warning(record) -> bool:
+    """False (drop) for INFO lines and for the warning about the deletion the driver asked for itself."""
     import logging
 
-    return record.levelno >= logging.WARNING
+    return record.levelno >= logging.WARNING and not str(record.msg).startswith("You are deleting")
 
 
 def quiet_ax() -> None:
