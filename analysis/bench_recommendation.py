@@ -11,7 +11,7 @@ target fidelity). Rules:
 - ``C``: the evaluated design with the highest posterior mean;
 - ``D``: the highest mean minus one standard deviation over A's and B's candidates;
 - ``E``: the evaluated design with the highest mean minus one standard deviation (``"evaluated"``, the
-  default since stop 4).
+  default since 2026-11-26).
 
 Per rule it prints the cost (FFE) at which the recommendation first has regret <= 5 % of the initial-design
 regret (``hit``), the final regret and the mean regret over all steps (what a user stopping at a random

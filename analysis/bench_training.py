@@ -1,4 +1,4 @@
-"""Benchmark of the SingleNN trainer against real AMPTorch (issue 3).
+"""Benchmark of the SingleNN trainer against real AMPTorch.
 
 Run: ``OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python analysis/bench_training.py [--quick]``
 
@@ -33,11 +33,11 @@ from mfbo.fingerprints import featurize_many
 from mfbo.training import TargetScaler, TrainConfig, load_images, split_train_val, train
 from mfbo.training._featurize import gmp_params_of
 
-# AMPTorch on this machine class (issue 3; the reference JSON holds the raw runs).
+# AMPTorch on this machine class (measured 2026-11; the reference JSON holds the raw runs).
 AMPTORCH = {"setup_s": 155.0, "epoch_forces_s": (13.8, 14.1), "epoch_energy_s": 0.09,
             "val_energy_mae_10": 430.0, "val_force_mae_10": 93.0, "test_energy_mae": 494.0,
             "test_force_mae": 92.0}
-COMPOSITION_BASELINE_TEST_MAE = 16.3  # eV/image, composition-only linear fit (issue 3)
+COMPOSITION_BASELINE_TEST_MAE = 16.3  # eV/image, composition-only linear fit
 MEAN_BASELINE_TEST_MAE = 177.8
 
 

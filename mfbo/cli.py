@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from mfbo.errors import MfboError
@@ -53,13 +54,23 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()
+        return code
     except MfboError as exc:
         print(f"mfbo {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        return int(getattr(exc, "exit_code", 2))
     except KeyboardInterrupt:
         print(f"mfbo {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # e.g. `mfbo status DIR | head -3`: the reader left; say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    except OSError as exc:  # a file the command must write: one line naming it, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        hint = "; write elsewhere with --out DIR" if hasattr(args, "out") else ""
+        print(f"mfbo {args.command}: error: {exc.strerror or exc}{where}{hint}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

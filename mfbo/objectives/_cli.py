@@ -17,7 +17,7 @@ def register(subparsers) -> None:
     parser.add_argument("--format", choices=("amptorch", "mfbo"), default="amptorch", help="config format (default: amptorch)")
     parser.add_argument("--out", metavar="DIR", default=None, help="output directory (default: STUDY_DIR/export)")
     parser.add_argument("--raw-data", metavar="PATH", default=None,
-                        help="training-data path to put in the AMPTorch config (default: the study's)")
+                        help="training-data path to put in the exported config (default: the study's)")
     parser.add_argument("--check", action="store_true",
                         help="first train the exported config for 1 epoch on two tiny images in AMPTorch's "
                              "interpreter; write nothing if that fails")
@@ -35,7 +35,7 @@ def _handle(args) -> int:
             from mfbo.errors import ConfigError
 
             raise ConfigError("--check applies to --format amptorch only")
-        print(export_mfbo(args.study_dir, args.out))
+        print(export_mfbo(args.study_dir, args.out, raw_data=args.raw_data))
         return 0
     if args.check:
         _check(args)

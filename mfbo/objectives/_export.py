@@ -293,7 +293,8 @@ def load_mfbo_config(path):
         raise ConfigError("loading an mfbo config needs mfbo.training.TrainConfig, which is not available")
     path = Path(path)
     data = _read_json(path)
-    return TrainConfig.from_dict(data)
+    # the data paths that make it an `mfbo train` run file are not TrainConfig fields
+    return TrainConfig.from_dict({k: v for k, v in data.items() if k not in ("train", "val", "test")})
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,13 +415,27 @@ def export_amptorch(study_dir, out_dir=None, *, raw_data: str | None = None) -> 
     return py_path, json_path
 
 
-def export_mfbo(study_dir, out_dir=None) -> Path:
-    """Write the built-in trainer's config of the best configuration (``TrainConfig.to_dict()``)."""
+def export_mfbo(study_dir, out_dir=None, raw_data=None) -> Path:
+    """Write the best configuration as an ``mfbo train`` run file (``mfbo_config.json``).
+
+    It holds ``TrainConfig.to_dict()`` plus the data paths ``mfbo train`` needs: ``train`` (``raw_data``
+    when given, else the study's fixed training split), ``val`` (the study's validation split, unless
+    ``raw_data`` is given: then it is split off ``train``) and ``test`` when the study has one.
+    """
     best = read_best(study_dir)
     settings = training_settings(best["params"], best["train_config"])
     TrainConfig = _training_api("TrainConfig")  # noqa: N806
     if TrainConfig is not None:  # validated by the trainer's own class
         settings = TrainConfig.from_dict(settings).to_dict()
+    data_dir = Path(study_dir).resolve() / "data"
+    train = str(Path(raw_data).resolve()) if raw_data is not None else _dataset_path(best, study_dir)
+    if train is None:
+        raise ExportError(f"{data_dir / 'train.traj'} not found: give the training data with --raw-data PATH")
+    settings["train"] = train
+    if raw_data is None and (data_dir / "val.traj").is_file():
+        settings["val"] = str(data_dir / "val.traj")
+    if (data_dir / "test.traj").is_file():
+        settings["test"] = str(data_dir / "test.traj")
     out = _out_dir(study_dir, out_dir)
     path = out / MFBO_JSON
     _write(path, json.dumps(settings, indent=2, sort_keys=True) + "\n")

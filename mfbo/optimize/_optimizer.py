@@ -75,7 +75,7 @@ class MultiFidelityOptimizer:
             and PriorBand samples the prior's mode first). "initial" (default): as the first point of the
             cheap initial design, at the top of its fidelity range; the model then decides whether the
             guess deserves more. "target": one run at target fidelity on top of the initial design (the
-            default until stop 5; on the priors benchmark it cost a near prior 1 FFE it did not earn back,
+            former default; on the priors benchmark it cost a near prior 1 FFE it did not earn back,
             docs/priors.md). "none": no anchor. ``True``/``False`` mean "target"/"none".
         boundary_snap: chance that a coordinate of a local-search perturbation is sent to the bound it
             steps towards (default 0). 0.1 cut yahpo_lcbench's median cost-to-target from 12.8 to 8.1 FFE

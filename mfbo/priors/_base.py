@@ -73,6 +73,10 @@ class Prior:
 
 _REGISTRY: dict[str, type[Prior]] = {}
 
+# Built-in priors by name -> "module:Class", imported on first use. The registry names them by path
+# so that the modules defining them can import this one without an import cycle.
+_BUILTINS: dict[str, str] = {"product": "mfbo.priors._beliefs:ProductPrior"}
+
 
 def register_prior(name: str, cls: type[Prior]) -> type[Prior]:
     """Register a Prior subclass under ``name``.
@@ -91,7 +95,9 @@ def register_prior(name: str, cls: type[Prior]) -> type[Prior]:
         raise PriorError(f"prior name must be a non-empty string without ':', got {name!r}")
     if not (isinstance(cls, type) and issubclass(cls, Prior)):
         raise PriorError(f"register_prior({name!r}, ...) needs a subclass of mfbo.priors.Prior, got {cls!r}")
-    _ensure_builtins()
+    if name in _BUILTINS:
+        raise PriorError(f"a prior named {name!r} is already registered (built in: {_BUILTINS[name]}); "
+                         "pick another name")
     if name in _REGISTRY:
         raise PriorError(f"a prior named {name!r} is already registered ({_REGISTRY[name].__module__}."
                          f"{_REGISTRY[name].__qualname__}); pick another name")
@@ -99,15 +105,9 @@ def register_prior(name: str, cls: type[Prior]) -> type[Prior]:
     return cls
 
 
-def _ensure_builtins() -> None:
-    # The built-in priors register themselves when their module is first imported.
-    import mfbo.priors._beliefs  # noqa: F401
-
-
 def registered_priors() -> list[str]:
-    """Names in the registry, sorted."""
-    _ensure_builtins()
-    return sorted(_REGISTRY)
+    """Names in the registry (built-in and registered), sorted."""
+    return sorted(set(_REGISTRY) | set(_BUILTINS))
 
 
 def get_prior_class(ref: str) -> type[Prior]:
@@ -119,11 +119,13 @@ def get_prior_class(ref: str) -> type[Prior]:
     if not isinstance(ref, str) or not ref:
         raise PriorError(f"a prior reference must be a registry name or 'pkg.module:ClassName', got {ref!r}")
     if ":" not in ref:
-        _ensure_builtins()
-        if ref not in _REGISTRY:
+        if ref in _BUILTINS:
+            ref = _BUILTINS[ref]
+        elif ref not in _REGISTRY:
             raise PriorError(f"unknown prior {ref!r}; registered: {registered_priors()}; or give a dotted path "
                              "'pkg.module:ClassName'")
-        return _REGISTRY[ref]
+        else:
+            return _REGISTRY[ref]
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise PriorError(f"dotted prior path {ref!r} must look like 'pkg.module:ClassName'")

@@ -16,7 +16,7 @@ from scipy import special
 
 from mfbo.errors import PriorError
 from mfbo.optimize import Parameter, SearchSpace
-from mfbo.priors._base import Prior, register_prior
+from mfbo.priors._base import Prior
 from mfbo.priors._expr import Constraint, parse_constraint
 
 __all__ = ["Belief", "make_belief", "ProductPrior", "BELIEF_FIELDS"]
@@ -314,5 +314,3 @@ class ProductPrior(Prior):
 def _rebuild_product(space: dict, constraints: list[str], max_draws: int) -> ProductPrior:
     return ProductPrior(space, constraints, max_draws)
 
-
-register_prior("product", ProductPrior)

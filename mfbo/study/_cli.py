@@ -30,8 +30,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Validate STUDY, create its directory and run it until the budget "
                                           "is spent; then retrain the best configuration and test it.")
     p.add_argument("study", metavar="STUDY", help="study file (TOML), e.g. studies/quickstart.toml")
-    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
-    p.add_argument("--check", action="store_true", help="only validate the study file, then exit")
+    _progress_options(p)
+    p.add_argument("--check", action="store_true",
+                   help="only check the study (file, data, base config, priors, optimiser options, storage) "
+                        "as 'run' would, then exit; writes nothing")
     p.add_argument("--resume", action="store_true",
                    help="if the output directory already holds this study, resume it (a finished one just "
                         "prints its result) instead of refusing")
@@ -39,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     p = subparsers.add_parser("resume", help="resume a study directory (after a crash, kill or stop)")
     p.add_argument("dir", metavar="DIR", help="study directory")
-    p.add_argument("--no-progress", action="store_true", help="no live progress bar")
+    _progress_options(p)
     p.set_defaults(func=_resume)
 
     p = subparsers.add_parser("status", help="trials running/done/failed, best so far, budget used")
@@ -53,8 +55,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=_best)
 
 
+def _progress_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-progress", action="store_true", help="no progress on stderr (study.log still gets it)")
+    p.add_argument("--progress-every", type=float, default=30.0, metavar="S",
+                   help="without a terminal, one plain progress line every S seconds (default 30)")
+
+
 def _finish(study, args) -> int:
-    result = study.run(progress=not args.no_progress)
+    result = study.run(progress=not args.no_progress, progress_every=args.progress_every)
     _print_status(result, sys.stdout)
     best = result.get("best")
     if best and best.get("final"):
@@ -87,17 +95,18 @@ def _run(args) -> int:
     from mfbo.study import Study, load_study_file
 
     config = load_study_file(args.study)
-    if args.check:
-        print(f"{args.study}: OK (output {config.output})")
-        return 0
-    from mfbo.errors import StudyError
-
     study = Study(config)
     if study.uid is not None and args.resume:
+        if args.check:
+            print(f"{args.study}: OK (output {config.output} holds this study; --resume continues it)")
+            return 0
         return _finish(Study.load(config.output), args)
-    if study.uid is not None:
-        raise StudyError(f"{config.output} already holds a study; continue it with 'mfbo resume {config.output}' "
-                         "or choose another [study] output")
+    checked = study.check()  # refuses whatever run would, before anything is written
+    if args.check:
+        split = checked.get("split") or {}
+        sizes = ", ".join(f"{len(v)} {k}" for k, v in split.items() if v is not None)
+        print(f"{args.study}: OK (output {config.output}" + (f"; images: {sizes}" if sizes else "") + ")")
+        return 0
     print(f"study {config.name}: directory {config.output}", file=sys.stderr)
     return _finish(study, args)
 

@@ -150,7 +150,8 @@ def load_study_file(path: str | os.PathLike, *, check_output: bool = True) -> St
 
     Args:
         path: the TOML file.
-        check_output: also check that the output directory can be created and written.
+        check_output: also check that the output directory can be created and written (nothing is
+            created: :meth:`mfbo.Study.run` creates it once every check has passed).
 
     Returns:
         The validated :class:`StudyConfig`.
@@ -252,9 +253,28 @@ def _check_range(ctx: _Ctx, fname: str, value: Any, *, integer: bool) -> list:
     return [float(lo), float(hi)]
 
 
-def check_output_dir(ctx_source: str, output: Path) -> None:
-    """Create ``output`` and check it is writable (raises StudyFileError naming 'study.output')."""
+def check_output_dir(ctx_source: str, output: Path, *, create: bool = True) -> None:
+    """Check that ``output`` can be a study directory (raises StudyFileError naming 'study.output').
+
+    Args:
+        create: create it (with parents) and write a probe file into it; False checks without
+            writing: ``output`` is a directory or absent, and its nearest existing parent is a
+            writable directory.
+    """
     ctx = _Ctx(ctx_source)
+    if not create:
+        if output.exists() and not output.is_dir():
+            raise ctx.fail("study.output", f"{str(output)!r} exists and is not a directory; choose another folder")
+        probe = output
+        while not probe.exists():
+            probe = probe.parent
+        if not probe.is_dir():
+            raise ctx.fail("study.output", f"output directory {str(output)!r} cannot be created: {str(probe)!r} "
+                                           "is a file; choose another folder")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise ctx.fail("study.output", f"output directory {str(output)!r} cannot be created or written "
+                                           f"({str(probe)!r} is not writable); choose a writable folder")
+        return
     try:
         output.mkdir(parents=True, exist_ok=True)
         probe = output / f".mfbo-write-test-{os.getpid()}"
@@ -443,7 +463,7 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
         final_timeout = _pos_number(ctx, "final.timeout", final_timeout)
 
     if check_output:
-        check_output_dir(source, output)
+        check_output_dir(source, output, create=False)
 
     return StudyConfig(
         name=name, output=output, seed=seed, train=train, test=test, val_fraction=float(val_fraction),

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-__all__ = ["write_json_atomic", "read_json", "result_path", "package_versions"]
+__all__ = ["write_json_atomic", "write_json_new", "read_json", "result_path", "package_versions"]
 
 _VERSIONED = ("mfbo", "torch", "ax-platform", "botorch", "gpytorch", "numpy", "ase")
 
@@ -28,6 +28,24 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
+
+
+def write_json_new(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` complete and only if ``path`` does not exist yet.
+
+    Raises:
+        FileExistsError: ``path`` exists (it is left unchanged).
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    with open(tmp, "w") as fh:
+        json.dump(obj, fh, indent=1, default=str)
+        fh.flush()
+        os.fsync(fh.fileno())
+    try:
+        os.link(tmp, path)  # atomic, and refuses to replace an existing file
+    finally:
+        tmp.unlink()
 
 
 def read_json(path: str | os.PathLike) -> Any:

@@ -1,25 +1,30 @@
 """Turning a validated study config into the things a driver needs.
 
 Data split files, the objective, the search space / prior / constraints, the optimiser.
-Each builder raises an :class:`~mfbo.errors.MfboError` naming the study-file field at fault.
+Each builder raises an :class:`~mfbo.errors.MfboError` naming the study-file field at fault;
+:func:`check_study` runs all of them without writing into the study's output, so ``mfbo run
+--check`` and ``mfbo run`` refuse the same things before anything is created.
 """
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import pickle
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from mfbo.errors import MfboError
+from mfbo.errors import MfboError, StudyError
 from mfbo.study._config import StudyConfig
 from mfbo.study._errors import StudyFileError
 
-__all__ = ["prepare_data", "build_objective", "build_space", "build_optimizer", "load_dotted", "SumPrior"]
+__all__ = ["prepare_data", "load_split", "write_split", "check_images", "base_train_config", "build_objective",
+           "build_space", "build_optimizer", "build_setup", "check_study", "Setup", "load_dotted", "SumPrior"]
 
 
 def _field_error(config: StudyConfig, field_name: str, message: str) -> StudyFileError:
@@ -47,51 +52,229 @@ def _subsample(images: list, n: int | None, seed: int) -> list:
     return [images[i] for i in sorted(idx)]
 
 
-def prepare_data(config: StudyConfig, study_dir: Path) -> dict[str, str | None]:
+def base_train_config(config: StudyConfig) -> Any:
+    """The TrainConfig every trial starts from (builtin/amptorch backends), or None for other backends.
+
+    Raises:
+        StudyFileError: naming ``objective.base_config`` (unknown field, bad value).
+    """
+    if config.backend not in ("builtin", "amptorch"):
+        return None
+    from mfbo.training import TrainConfig
+
+    try:
+        return TrainConfig.from_dict(dict(config.base_config))
+    except MfboError as exc:
+        raise _field_error(config, "objective.base_config", str(exc)) from None
+    except (TypeError, ValueError) as exc:
+        raise _field_error(config, "objective.base_config", f"{type(exc).__name__}: {exc}") from None
+
+
+def _needs_forces(config: StudyConfig, base: Any) -> bool:
+    metrics = [config.metric] if isinstance(config.metric, str) else list(config.metric)
+    return bool(getattr(base, "get_forces", False)) or any("force" in m for m in metrics)
+
+
+def _read_images(config: StudyConfig, field_name: str, path: Path) -> list:
+    import ase.io
+    from ase import Atoms
+
+    try:
+        images = ase.io.read(str(path), index=":")
+    except Exception as exc:
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise _field_error(config, field_name, f"cannot read {path} as structures ({msg}); give an "
+                                               "ASE-readable file (.traj, .extxyz, ASE .db, ...)") from None
+    images = [images] if isinstance(images, Atoms) else list(images)
+    if not images:
+        raise _field_error(config, field_name, f"{path} holds no structures")
+    return images
+
+
+def check_images(config: StudyConfig, field_name: str, path: Path, images: Sequence, base: Any) -> None:
+    """Every image has a DFT energy (and forces when the trainer fits them), and every element a
+    valence density for the GMP fingerprints.
+
+    Raises:
+        StudyFileError: naming the field, the file, the first bad image (0-based) and what to do.
+    """
+    if base is None:  # a user's objective reads its own data
+        return
+    from mfbo.training._data import image_energy, image_forces
+
+    forces = _needs_forces(config, base)
+    elements: dict[str, int] = {}
+    for i, atoms in enumerate(images):
+        if len(atoms) == 0:
+            raise _field_error(config, field_name, f"image {i} of {path} has no atoms")
+        if atoms.calc is None:
+            raise _field_error(config, field_name, f"image {i} of {path} has no calculator, so no DFT energy; "
+                                                   "attach a SinglePointCalculator with its energy (and forces)")
+        if image_energy(atoms) is None:
+            raise _field_error(config, field_name, f"image {i} of {path} has no energy (eV); every image "
+                                                   "needs its DFT total energy")
+        if forces and image_forces(atoms) is None:
+            raise _field_error(config, field_name, f"image {i} of {path} has no forces (eV/Å); supply forces "
+                                                   "on every image, or set objective.base_config get_forces = "
+                                                   "false and an energy metric")
+        for el in atoms.get_chemical_symbols():
+            elements.setdefault(el, i)
+    from mfbo.training._featurize import gmp_params_of
+
+    try:
+        gmp = gmp_params_of(base)
+    except MfboError as exc:
+        raise _field_error(config, "objective.base_config", str(exc)) from None
+    for el, i in sorted(elements.items()):
+        try:
+            gmp.density(el)
+        except MfboError as exc:
+            raise _field_error(config, field_name, f"element {el} (first in image {i} of {path}): {exc}") from None
+
+
+def load_split(config: StudyConfig, base: Any = None) -> dict[str, list | None]:
+    """Read, check and split the study's data in memory (nothing is written).
+
+    Returns:
+        ``{"train": [Atoms], "val": [Atoms], "test": [Atoms] or None}`` (all None without a training set).
+
+    Raises:
+        StudyFileError: unreadable files, images without energy/forces, elements without a valence
+            density, a subsample larger than the file, or too few images to split.
+    """
+    out: dict[str, list | None] = {"train": None, "val": None, "test": None}
+    if config.train is None:
+        return out
+    images = _read_images(config, "data.train", config.train)
+    check_images(config, "data.train", config.train, images, base)
+    if config.subsample is not None and config.subsample > len(images):
+        raise _field_error(config, "data.subsample", f"{config.subsample} images asked for, but {config.train} "
+                                                     f"holds {len(images)}; remove it or choose at most "
+                                                     f"{len(images)}")
+    images = _subsample(images, config.subsample, config.seed)
+    perm = np.random.default_rng(config.seed + 1).permutation(len(images))
+    n_val = max(1, int(round(config.val_fraction * len(images))))
+    if n_val >= len(images):
+        raise _field_error(config, "data.val_fraction", f"leaves no training image out of {len(images)} in "
+                                                        f"{config.train}; a study needs at least 2 images")
+    out["val"] = [images[i] for i in sorted(perm[:n_val])]
+    out["train"] = [images[i] for i in sorted(perm[n_val:])]
+    if config.test is not None:
+        test = _read_images(config, "data.test", config.test)
+        check_images(config, "data.test", config.test, test, base)
+        if config.test_subsample is not None and config.test_subsample > len(test):
+            raise _field_error(config, "data.test_subsample", f"{config.test_subsample} images asked for, but "
+                                                              f"{config.test} holds {len(test)}; remove it or "
+                                                              f"choose at most {len(test)}")
+        out["test"] = _subsample(test, config.test_subsample, config.seed + 2)
+    return out
+
+
+def write_split(split: Mapping[str, list | None], data_dir: Path) -> dict[str, str | None]:
+    """Write a split from :func:`load_split` as ``data_dir/{val,train,test}.traj`` (train last: its
+    presence marks a complete split); the paths, None where a set is absent."""
+    import ase.io
+
+    out: dict[str, str | None] = {"train": None, "val": None, "test": None}
+    if split.get("train") is None:
+        return out
+    data_dir.mkdir(parents=True, exist_ok=True)
+    for key in ("test", "val", "train"):
+        if split.get(key) is not None:
+            ase.io.write(str(data_dir / f"{key}.traj"), split[key])
+            out[key] = str(data_dir / f"{key}.traj")
+    return out
+
+
+def prepare_data(config: StudyConfig, study_dir: Path, split: Mapping | None = None,
+                 base: Any = None) -> dict[str, str | None]:
     """Write the fixed train/validation(/test) split into ``study_dir/data`` once; reuse it on resume.
+
+    A split already in the directory is checked again (energies, forces, valence densities), so a
+    resumed study refuses data its trials cannot use before it runs any.
+
+    Args:
+        split: an already loaded split (:func:`load_split`), written when the directory has none.
+        base: the base TrainConfig (:func:`base_train_config`), for the checks.
 
     Returns:
         ``{"train": path, "val": path, "test": path or None}`` (all None without a training set).
     """
     data_dir = study_dir / "data"
-    out: dict[str, str | None] = {"train": None, "val": None, "test": None}
     if config.train is None:
-        return out
+        return {"train": None, "val": None, "test": None}
     paths = {k: data_dir / f"{k}.traj" for k in ("train", "val", "test")}
     if not (paths["train"].is_file() and paths["val"].is_file()):
-        import ase.io
-
-        data_dir.mkdir(parents=True, exist_ok=True)
-        try:
-            images = ase.io.read(str(config.train), index=":")
-        except Exception as exc:
-            raise _field_error(config, "data.train", f"cannot read {config.train}: {exc}") from None
-        for i, a in enumerate(images):
-            try:
-                a.get_potential_energy()
-            except Exception:
-                raise _field_error(config, "data.train", f"image {i} of {config.train} has no energy") from None
-        images = _subsample(images, config.subsample, config.seed)
-        perm = np.random.default_rng(config.seed + 1).permutation(len(images))
-        n_val = max(1, int(round(config.val_fraction * len(images))))
-        if n_val >= len(images):
-            raise _field_error(config, "data.val_fraction", f"leaves no training image out of {len(images)}")
-        val = [images[i] for i in sorted(perm[:n_val])]
-        train = [images[i] for i in sorted(perm[n_val:])]
-        ase.io.write(str(paths["val"]), val)
-        ase.io.write(str(paths["train"]), train)  # written last: its presence marks a complete split
-    out["train"], out["val"] = str(paths["train"]), str(paths["val"])
+        return write_split(split if split is not None else load_split(config, base), data_dir)
+    for key in ("train", "val"):
+        check_images(config, "data." + key, paths[key], _read_images(config, "data." + key, paths[key]), base)
+    out: dict[str, str | None] = {"train": str(paths["train"]), "val": str(paths["val"]), "test": None}
     if config.test is not None:
         if not paths["test"].is_file():
+            test = split["test"] if split is not None else load_split(config, base)["test"]
             import ase.io
 
-            try:
-                test = ase.io.read(str(config.test), index=":")
-            except Exception as exc:
-                raise _field_error(config, "data.test", f"cannot read {config.test}: {exc}") from None
-            ase.io.write(str(paths["test"]), _subsample(test, config.test_subsample, config.seed + 2))
+            ase.io.write(str(paths["test"]), test)
         out["test"] = str(paths["test"])
     return out
+
+
+@dataclass
+class Setup:
+    """What a driver needs, built from a study config (see :func:`build_setup`)."""
+
+    data: dict
+    objective: Any
+    blob: bytes
+    space: Any
+    prior: Any
+    constraints: list
+    optimizer: Any
+
+
+def build_setup(config: StudyConfig, data: Mapping[str, str | None], objective: Any = None,
+                optimizer_factory: Any = None) -> Setup:
+    """The objective (built unless given), its pickle, the search space, prior, constraints, optimiser.
+
+    Raises:
+        MfboError: naming the study-file field at fault.
+    """
+    if objective is None:
+        objective = build_objective(config, data)
+    try:
+        blob = pickle.dumps(objective)
+    except Exception as exc:
+        raise StudyError(f"the objective of backend {config.backend!r} cannot be pickled for worker processes: "
+                         f"{exc}") from None
+    space, prior, constraints = build_space(config, objective)
+    optimizer = build_optimizer(config, space, prior, constraints, factory=optimizer_factory)
+    return Setup(dict(data), objective, blob, space, prior, constraints, optimizer)
+
+
+def check_study(config: StudyConfig, objective: Any = None, optimizer_factory: Any = None) -> dict:
+    """Everything ``mfbo run`` checks before it writes anything, writing nothing in the study's output.
+
+    Reads and checks the data (a temporary copy of the split is written to build the objective),
+    the base TrainConfig, the objective, the prior files and search space, the optimiser options,
+    and the storage URL (a PostgreSQL server must answer).
+
+    Returns:
+        ``{"split": ..., "base": ...}`` (the loaded split and base TrainConfig, reused by the run).
+
+    Raises:
+        MfboError: naming the file and field at fault.
+    """
+    import tempfile
+
+    from mfbo.study._storage import check_storage
+
+    base = base_train_config(config)
+    split = load_split(config, base)
+    with tempfile.TemporaryDirectory(prefix="mfbo-check-") as tmp:
+        data = write_split(split, Path(tmp) / "data")
+        build_setup(config, data, objective, optimizer_factory)
+    check_storage(config.storage_url, config.output)
+    return {"split": split, "base": base}
 
 
 def _accepts(fn: Any, name: str) -> bool:
@@ -110,16 +293,14 @@ def build_objective(config: StudyConfig, data: Mapping[str, str | None]) -> Any:
 
         kwargs: dict[str, Any] = {"train": data["train"], "val": data["val"], "metric": config.metric}
         if config.base_config:
-            from mfbo.training import TrainConfig
-
-            try:
-                kwargs["base_config"] = TrainConfig.from_dict(dict(config.base_config))
-            except MfboError as exc:
-                raise _field_error(config, "objective.base_config", str(exc)) from None
-            except (TypeError, ValueError) as exc:
-                raise _field_error(config, "objective.base_config", f"{type(exc).__name__}: {exc}") from None
+            kwargs["base_config"] = base_train_config(config)
         kwargs.update(config.objective_options)
-        return get_objective(config.backend, **kwargs)
+        try:
+            return get_objective(config.backend, **kwargs)
+        except MfboError:
+            raise
+        except Exception as exc:
+            raise _field_error(config, "objective.options", f"{type(exc).__name__}: {exc}") from None
     try:
         factory = load_dotted(config.backend, config.python_path)
     except (ImportError, AttributeError) as exc:

@@ -25,7 +25,7 @@ from typing import Any
 
 from mfbo.errors import StorageError
 
-__all__ = ["StudyStore", "resolve_url", "redact_url", "check_url_form", "scrub"]
+__all__ = ["StudyStore", "resolve_url", "redact_url", "check_url_form", "check_storage", "scrub"]
 
 _ENV = "env:"
 
@@ -62,6 +62,32 @@ def resolve_url(url: str | None, study_dir: Path) -> str:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     return url
+
+
+def check_storage(url: str | None, study_dir: Path) -> None:
+    """Check a study's storage setting before anything is written: ``env:VAR`` must be set, and a
+    PostgreSQL server must accept a connection (10 s connect timeout). SQLite needs nothing.
+
+    Raises:
+        StorageError: naming the URL (password redacted) and the reason.
+    """
+    resolved = resolve_url(url, study_dir)
+    if resolved.startswith("sqlite"):
+        return
+    import sqlalchemy as sa
+
+    engine = None
+    try:
+        engine = sa.create_engine(resolved, connect_args={"connect_timeout": 10})
+        with engine.connect():
+            pass
+    except Exception as exc:
+        raise StorageError(f"cannot connect to study storage {redact_url(resolved)}: "
+                           f"{scrub(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, resolved)}"
+                           ) from None
+    finally:
+        if engine is not None:
+            engine.dispose()
 
 
 def redact_url(url: str | None) -> str | None:
@@ -118,12 +144,45 @@ def _postgres_compat() -> None:
     _pg_compat_done = True
 
 
+# Ax's INFO lines on every storage call ("Ax SQL storage initialized ...", "You are deleting ... and
+# all its associated data") and its per-parameter warnings on every experiment load/save
+# ("`sort_values` is not specified ...") say nothing a study user can act on.
+_AX_CHATTY_LOGGERS = ("ax.storage.sqa_store.with_db_settings_base", "ax.storage.sqa_store.delete")
+_AX_CHATTY_WARNINGS = (r"`sort_values` is not specified for `ChoiceParameter`",
+                       r"`is_ordered` is not specified for `ChoiceParameter`")
+
+
+def _below_warning(record) -> bool:
+    """False (drop) for INFO lines and for the warning about the deletion the driver asked for itself."""
+    import logging
+
+    return record.levelno >= logging.WARNING and not str(record.msg).startswith("You are deleting")
+
+
+def quiet_ax() -> None:
+    """Keep Ax's repeated storage INFO lines and ChoiceParameter warnings off the terminal and out of
+    ``study.log`` (installed before Ax is imported; idempotent)."""
+    import logging
+    import warnings
+
+    for name in _AX_CHATTY_LOGGERS:
+        lg = logging.getLogger(name)
+        if _below_warning not in lg.filters:
+            lg.addFilter(_below_warning)
+    for message in _AX_CHATTY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+
+
+quiet_ax()
+
+
 def _quiet_ax() -> None:
     """Ax logs INFO lines to stderr on every storage call; keep them off the progress view."""
     import logging
 
     import ax  # noqa: F401 (attaches Ax's stderr handler to the "ax" logger)
 
+    quiet_ax()
     for h in logging.getLogger("ax").handlers:
         h.setLevel(logging.WARNING)
     for name in list(logging.root.manager.loggerDict):
@@ -182,6 +241,7 @@ class StudyStore:
             sa.Column("finished_at", sa.Float),
         )
         self._md = md
+        self._wal = not readonly
         try:
             kwargs: dict[str, Any] = {}
             if url.startswith("sqlite"):
@@ -191,7 +251,8 @@ class StudyStore:
                 @sa.event.listens_for(self.engine, "connect")
                 def _sqlite_pragmas(dbapi_conn, _rec):  # WAL: readers never block the one writer
                     cur = dbapi_conn.cursor()
-                    cur.execute("PRAGMA journal_mode=WAL")
+                    if self._wal:  # a reader leaves the mode alone (it may sit in a read-only folder)
+                        cur.execute("PRAGMA journal_mode=WAL")
                     cur.execute("PRAGMA busy_timeout=30000")
                     cur.close()
             if not readonly:
@@ -330,4 +391,28 @@ class StudyStore:
         return load_experiment(name)
 
     def close(self) -> None:
+        self.engine.dispose()
+
+    def end_session(self) -> None:
+        """After a driver session (SQLite only): checkpoint the write-ahead log into the database file and
+        switch to the rollback journal, so the study can be read (``mfbo status``, ``mfbo inspect``) from a
+        read-only copy or mount; the next driver's connections switch WAL on again. Best effort: a
+        reader still connected leaves the database in WAL mode, which is correct too."""
+        if not self.url.startswith("sqlite") or self.readonly:
+            return
+        self._wal = False  # connections opened from now on (e.g. the closing status) keep the file as left
+        self.engine.dispose()
+        if self._ax_ready:
+            try:
+                from ax.storage.sqa_store import db as ax_db
+
+                ax_db.get_engine().dispose()
+            except Exception:  # Ax's engine already gone: nothing holds the file
+                pass
+        try:
+            with self.engine.connect() as c:
+                c.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
+                c.exec_driver_sql("PRAGMA journal_mode=DELETE")
+        except Exception:  # e.g. locked by a reader: WAL stays, nothing is lost
+            pass
         self.engine.dispose()

@@ -17,7 +17,9 @@ import logging
 import math
 import os
 import pickle
+import signal
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Mapping
@@ -26,9 +28,9 @@ from typing import Any
 
 from mfbo.errors import MfboError, StudyError
 from mfbo.study._config import StudyConfig, check_output_dir, load_study_file
-from mfbo.study._errors import StudyStopped
+from mfbo.study._errors import StudyInterrupted, StudyStopped
 from mfbo.study._launchers import Launcher, make_launcher
-from mfbo.study._records import read_json, result_path, write_json_atomic
+from mfbo.study._records import read_json, result_path, write_json_atomic, write_json_new
 from mfbo.study._storage import StudyStore, _password, redact_url, resolve_url, scrub
 
 __all__ = ["Study"]
@@ -37,6 +39,7 @@ _STUDY_JSON = "study.json"
 _SECRET = ".storage_url"
 _OBJECTIVE_PKL = "objective.pkl"
 _POLL_S = 0.2
+_PROGRESS_EVERY_S = 30.0
 
 
 def _now() -> float:
@@ -70,6 +73,7 @@ class Study:
         self._meta: dict | None = None
         self._readonly = False
         self._replayed: Any = None
+        self._checked: dict | None = None
         if (self.dir / _STUDY_JSON).is_file():
             self._meta = read_json(self.dir / _STUDY_JSON)
             self._uid = self._meta["uid"]
@@ -102,7 +106,7 @@ class Study:
             raise StudyError("give budget_ffe and/or budget_wall_time")
         space_dict = space.to_dict() if isinstance(space, SearchSpace) else dict(space)
         out = Path(output).resolve()
-        check_output_dir(f"study {name or out.name}", out)
+        check_output_dir(f"study {name or out.name}", out, create=False)
         config = StudyConfig(
             name=name or out.name, output=out, seed=seed, backend="object", space=space_dict,
             budget_ffe=budget_ffe, budget_wall_time=budget_wall_time, workers=workers, executor=executor,
@@ -154,8 +158,11 @@ class Study:
         return self._store
 
     def _initialise(self) -> None:
-        """First run: write study.json (redacted), the secret URL file if needed, the DB rows."""
-        check_output_dir(f"study {self.config.name}", self.dir)
+        """First run (the driver lock held): the secret URL file if needed, the DB rows, then study.json
+        (redacted), created only if absent."""
+        if (self.dir / _STUDY_JSON).exists():
+            raise StudyError(f"{self.dir} already holds a study (created by another 'mfbo run' meanwhile); "
+                             f"continue it with 'mfbo resume {self.dir}' or choose another [study] output")
         url_written = self.config.storage_url
         url = resolve_url(url_written, self.dir)  # fails early when env:VAR is unset
         self._uid = uuid.uuid4().hex
@@ -177,7 +184,11 @@ class Study:
         self._meta = {"uid": self._uid, "name": self.config.name, "created": _now(), "config": cfg,
                       "storage_url": redact_url(url_written) if url_written else None,
                       "ax_experiment": f"mfbo-{self.config.name}-{self._uid[:8]}"}
-        write_json_atomic(self.dir / _STUDY_JSON, self._meta)
+        try:
+            write_json_new(self.dir / _STUDY_JSON, self._meta)
+        except FileExistsError:
+            raise StudyError(f"{self.dir} already holds a study (created by another 'mfbo run' meanwhile); "
+                             f"continue it with 'mfbo resume {self.dir}'") from None
 
     # -- reading -------------------------------------------------------------------------
     def trial_rows(self, kind: str | None = "trial") -> list[dict]:
@@ -299,34 +310,124 @@ class Study:
         return build_optimizer(self.config, space, prior, constraints, factory=self._optimizer_factory)
 
     # -- running -----------------------------------------------------------------------------
-    def run(self, *, progress: bool = True) -> dict:
+    def check(self) -> dict:
+        """Everything :meth:`run` checks before it writes (data, base config, objective, priors, space,
+        optimiser options, storage), writing nothing into the study directory.
+
+        Returns:
+            what the checks loaded (the data split and base TrainConfig), reused by :meth:`run`.
+
+        Raises:
+            MfboError: naming the file and field at fault; StudyError when the directory already holds
+                a study.
+        """
+        from mfbo.study._setup import check_study
+
+        if self._uid is not None:
+            raise StudyError(f"{self.dir} already holds a study; continue it with 'mfbo resume {self.dir}' "
+                             "or choose another [study] output")
+        check_output_dir(f"study {self.config.name}", self.dir, create=False)
+        self._checked = check_study(self.config, self._objective, self._optimizer_factory)
+        return self._checked
+
+    def run(self, *, progress: bool = True, progress_every: float = _PROGRESS_EVERY_S) -> dict:
         """Run the study (or resume it) until its budget is spent, then retrain and test the best.
+
+        A new study is checked completely (:meth:`check`) before its directory is created. SIGTERM
+        (a scheduler's walltime, ``qdel``/``scancel``) and Ctrl-C stop the driver cleanly: running
+        trials are abandoned (cost 0), the stop is logged, and :class:`StudyInterrupted` says how to
+        resume.
+
+        Args:
+            progress: show progress on stderr: a live bar on a terminal, otherwise a plain line every
+                ``progress_every`` seconds (the same line goes to ``study.log`` in any case).
+            progress_every: seconds between plain progress lines.
 
         Returns:
             The status snapshot (see :meth:`status`) with ``"best"`` (best.json's content) when it finished.
 
         Raises:
             StudyStopped: too many trials failed (the reason names the last error).
+            StudyInterrupted: stopped by SIGTERM or Ctrl-C (exit code 143 / 130 in the CLI).
         """
         if self._readonly:
             raise StudyError(f"study {self.config.name} was loaded read-only; load it without readonly=True to run")
+        with _StopSignals() as stop:
+            try:
+                return self._run(progress, progress_every)
+            except (KeyboardInterrupt, _Terminated) as exc:
+                name = "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else exc.name
+                code = 130 if isinstance(exc, KeyboardInterrupt) else 128 + exc.signum
+                where = (f"continue with 'mfbo resume {self.dir}'" if self._uid is not None
+                         else "nothing was started")
+                raise StudyInterrupted(f"study {self.config.name} stopped by {name}; every finished trial is "
+                                       f"kept; {where}", code) from None
+            finally:
+                stop.ignore()  # no second signal interrupts the clean-up
+
+    def _run(self, progress: bool, progress_every: float) -> dict:
+        checked = None
         if self._uid is None:
-            self._initialise()
+            checked = self._checked or self.check()
+            check_output_dir(f"study {self.config.name}", self.dir)  # creates it
         self._replayed = None
         lock = _DriverLock(self.dir)
         lock.acquire()
         try:
-            driver = _Driver(self, progress=progress)
+            if self._uid is None:
+                self._initialise()
+            driver = _Driver(self, progress=progress, progress_every=progress_every, checked=checked)
             try:
                 driver.run()
             finally:
                 driver.close()
+                driver.store.end_session()
         finally:
             lock.release()
         out = self.status()
         if (self.dir / "best.json").is_file():
             out["best"] = read_json(self.dir / "best.json")
         return out
+
+
+class _Terminated(BaseException):
+    """Raised in the driver's main thread by a SIGTERM/SIGHUP handler (like KeyboardInterrupt for SIGINT)."""
+
+    def __init__(self, signum: int):
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+
+
+class _StopSignals:
+    """While a study runs: SIGTERM and SIGHUP raise :class:`_Terminated` in the main thread (SIGINT keeps
+    raising KeyboardInterrupt); :meth:`ignore` makes all three be ignored during the clean-up; the
+    previous handlers come back on exit. Does nothing outside the main thread."""
+
+    _SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
+
+    def __init__(self):
+        self.saved: dict = {}
+
+    def __enter__(self):
+        if threading.current_thread() is threading.main_thread():
+            def handler(signum, _frame):
+                raise _Terminated(signum)
+
+            for sig in self._SIGNALS:
+                self.saved[sig] = signal.getsignal(sig)
+                if sig != signal.SIGINT:
+                    signal.signal(sig, handler)
+        return self
+
+    def ignore(self):
+        for sig in self.saved:
+            signal.signal(sig, signal.SIG_IGN)
+
+    def __exit__(self, *exc):
+        for sig, h in self.saved.items():
+            signal.signal(sig, h if h is not None else signal.SIG_DFL)
+        return False
 
 
 class _DriverLock:
@@ -363,7 +464,11 @@ def _driver_alive(d: Path) -> bool:
     path = d / "driver.lock"
     if not path.is_file():
         return False
-    with open(path, "a+") as fh:
+    try:
+        fh = open(path)  # read-only: works on a read-only copy or mount of the study
+    except OSError:
+        return False
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except OSError:
@@ -435,11 +540,16 @@ def _safe_tell(opt: Any, idx: int, curve: list, cost: float, metadata: Mapping, 
 class _Driver:
     """One session of the driver loop (see the module docstring)."""
 
-    def __init__(self, study: Study, progress: bool):
+    def __init__(self, study: Study, progress: bool, progress_every: float = _PROGRESS_EVERY_S,
+                 checked: dict | None = None):
         self.study = study
         self.cfg = study.config
         self.dir = study.dir
         self.progress = progress
+        self.progress_every = float(progress_every)
+        self.checked = checked or {}
+        self.last_line = -math.inf
+        self.elapsed_before: float | None = None  # known once _setup has read the stored state
         self.store = study._open_store()
         self.log = _make_logger(self.dir, study.uid)
         self.url = self.store.url
@@ -452,25 +562,19 @@ class _Driver:
 
     # -- setup ---------------------------------------------------------------------------
     def _setup(self):
-        from mfbo.study._setup import build_objective, prepare_data
+        from mfbo.study._setup import base_train_config, build_setup, prepare_data
 
         cfg = self.cfg
-        self.data = prepare_data(cfg, self.dir)
-        obj = self.study._objective
-        if obj is None:
-            obj = build_objective(cfg, self.data)
-            self.study._objective = obj
-        self.objective = obj
-        try:
-            self.blob = pickle.dumps(obj)
-        except Exception as exc:
-            raise StudyError(f"the objective of backend {cfg.backend!r} cannot be pickled for worker processes: "
-                             f"{exc}") from None
-        self.space, prior, constraints = self.study._space(obj)
+        base = self.checked["base"] if "base" in self.checked else base_train_config(cfg)
+        self.data = prepare_data(cfg, self.dir, self.checked.get("split"), base)
+        setup = build_setup(cfg, self.data, self.study._objective, self.study._optimizer_factory)
+        self.study._objective = self.objective = setup.objective
+        self.blob = setup.blob
+        self.space = setup.space
         self.targets = self.space.target_fidelities()
         self.df_name = self.space.data_fidelity.name if self.space.data_fidelity else None
         self.ep_name = self.space.iteration_fidelity.name if self.space.iteration_fidelity else None
-        self.opt = self.study._make_optimizer(self.space, prior, constraints)
+        self.opt = setup.optimizer
         exp = getattr(self.opt, "experiment", None)
         self.ax_name = self.study._meta["ax_experiment"]
         if exp is not None:
@@ -481,7 +585,10 @@ class _Driver:
                 self.ax_name = exp.name
         st = self.store.state()
         self.elapsed_before = float(st.get("elapsed_s", 0.0))
-        self.store.set_state(status="running", sessions=int(st.get("sessions", 0)) + 1,
+        # After a stop for failures, one trial at a time until one completes: a cause left unfixed costs one
+        # more failed trial, not a new round of them.
+        self.probe = st.get("status") == "stopped"
+        self.store.set_state(status="running", stop_reason=None, sessions=int(st.get("sessions", 0)) + 1,
                              targets={"data_fraction": self.targets.get(self.df_name, 1.0) if self.df_name else 1.0,
                                       "epochs": self.targets.get(self.ep_name) if self.ep_name else None},
                              driver_pid=os.getpid(), ax_experiment=self.ax_name)
@@ -599,13 +706,35 @@ class _Driver:
     def _failure_check(self, c: dict) -> str | None:
         # Counted over this session's trials, so a study stopped for failures can be resumed once fixed.
         n_failed, finished = c["session_failed"], c["session_finished"]
+        last = getattr(self, "last_error", None) or "?"
+        total = (f" ({c['failed']} of {c['completed'] + c['failed']} in the whole study)"
+                 if c["completed"] + c["failed"] != finished else "")
+        if self.probe and n_failed and finished == n_failed:
+            return (f"the first trial after resuming a study stopped for failures failed too{total}; fix the "
+                    f"cause, then 'mfbo resume {self.dir}' again; last error: {last}")
         if finished >= self.cfg.min_trials_for_failure_rate and n_failed / finished > self.cfg.max_failure_rate:
-            return (f"{n_failed} of {finished} finished trials failed ({n_failed / finished:.0%} > tolerated "
-                    f"{self.cfg.max_failure_rate:.0%}, execution.max_failure_rate); last error: "
-                    f"{getattr(self, 'last_error', None) or '?'}")
+            scope = "finished trials of this session" if total else "finished trials"
+            return (f"{n_failed} of {finished} {scope} failed{total} ({n_failed / finished:.0%} > tolerated "
+                    f"{self.cfg.max_failure_rate:.0%}, execution.max_failure_rate); last error: {last}")
         return None
 
-    def _show(self, c: dict):
+    def _progress_line(self, c: dict) -> str:
+        best = c["best"]
+        ffe = (f"{c['used_ffe']:.3f}/{self.cfg.budget_ffe:g} FFE ({c['used_ffe'] / self.cfg.budget_ffe:.0%})"
+               if self.cfg.budget_ffe else f"{c['used_ffe']:.3f} FFE")
+        text = (f"progress: {ffe}, {len(self.running)} running, {c['completed']} done, {c['failed']} failed, "
+                + (f"best {best['value']:.4g}" if best else "best -"))
+        wall = f"{self.wall():.0f}" + (f"/{self.cfg.budget_wall_time:.0f}" if self.cfg.budget_wall_time else "")
+        return text + f", wall {wall} s"
+
+    def _show(self, c: dict, force: bool = False):
+        now = time.monotonic()
+        if force or now - self.last_line >= self.progress_every:
+            self.last_line = now
+            line = self._progress_line(c)
+            self.log.info("%s", line)
+            if self.progress and self.bar is None:
+                print(f"study {self.cfg.name}: {line}", file=sys.stderr, flush=True)
         if self.bar is None:
             return
         used = c["used_ffe"]
@@ -651,6 +780,22 @@ class _Driver:
         }
 
     def run(self):
+        try:
+            self._run()
+        except (KeyboardInterrupt, _Terminated) as exc:
+            name = "Ctrl-C (SIGINT)" if isinstance(exc, KeyboardInterrupt) else exc.name
+            reason = f"stopped by {name}"
+            updates: dict[str, Any] = {"status": "interrupted", "stop_reason": reason}
+            if self.elapsed_before is not None:
+                updates["elapsed_s"] = self.wall()
+            try:
+                self.store.set_state(**updates)
+            finally:
+                self.log.warning("driver %s; every finished trial is kept; continue with 'mfbo resume %s'",
+                                 reason, self.dir)
+            raise
+
+    def _run(self):
         self.t_session = time.monotonic()
         state = self.store.state()
         if state.get("status") == "finished" and (self.dir / "best.json").is_file():
@@ -661,7 +806,7 @@ class _Driver:
         cfg = self.cfg
         self.launcher = self.study._launcher or make_launcher(cfg.executor, cfg.workers, cfg.dask,
                                                               preload=self._preload())
-        if self.progress:
+        if self.progress and sys.stderr.isatty():  # otherwise plain lines (_show), readable in batch logs
             from tqdm import tqdm
 
             total = cfg.budget_ffe if cfg.budget_ffe is not None else None
@@ -690,6 +835,8 @@ class _Driver:
                     break
                 pending = sum(self.ffe(i["data_fraction"], i["epochs"]) for i in self.running.values())
                 free = cfg.workers - len(self.running)
+                if self.probe and c["session_finished"] == c["session_failed"]:
+                    free = min(free, 1 - len(self.running))
                 room = cfg.budget_ffe is None or c["used_ffe"] + pending < cfg.budget_ffe
                 if free > 0 and room:
                     cands = self.opt.ask(free)
@@ -708,12 +855,14 @@ class _Driver:
                     last_state_save = now
                 self._show(c)
                 time.sleep(_POLL_S)
-        except BaseException:
-            self._abandon_running("the driver stopped with an error")
+        except BaseException as exc:
+            signalled = isinstance(exc, (KeyboardInterrupt, _Terminated))
+            self._abandon_running("the driver was stopped by a signal" if signalled else
+                                  "the driver stopped with an error")
             self.store.set_state(elapsed_s=self.wall())
             raise
         c = self._counts()
-        self._show(c)
+        self._show(c, force=True)
         self.store.set_state(elapsed_s=self.wall())
         if stop_reason:
             self._abandon_running("study stopped: too many failures")
@@ -781,6 +930,9 @@ class _Driver:
         self.log.info("final run: retraining the recommendation at target fidelity (fraction %g, %d epochs)", df, ep)
         if self.bar is not None:
             self.bar.set_postfix_str("final retraining at target fidelity...")
+        elif self.progress:
+            print(f"study {self.cfg.name}: final run: retraining the recommendation at target fidelity",
+                  file=sys.stderr, flush=True)
         self.launcher.submit("final", run_final, spec, timeout=self.cfg.final_timeout, limit="final.timeout")
         while True:
             outs = [o for o in self.launcher.poll() if o.key == "final"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import pickle
+import signal
 import sys
 import threading
 import time
@@ -43,7 +44,15 @@ def _watch_driver(driver_pid: int | None, interval: float = 0.5) -> None:
     threading.Thread(target=loop, name="mfbo-driver-watch", daemon=True).start()
 
 
+def _ignore_interrupts() -> None:
+    """Ctrl-C reaches every process of the terminal's group: a worker leaves it to its driver, which
+    stops the study cleanly and cancels its trials (no worker traceback)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _prepare(spec: dict) -> Any:
+    _ignore_interrupts()
     for p in reversed(spec.get("python_path", [])):
         if p not in sys.path:
             sys.path.insert(0, p)

@@ -188,3 +188,28 @@ def test_loader_never_executes_the_file(tmp_path):
     ok = tmp_path / "ok.py"
     ok.write_text("import torch\nconfig = {'a': (-1, 2.5e-3), 'b': [None, True], 'c': torch.nn.Tanh}\n")
     assert load_amptorch_config_py(ok) == {"a": (-1, 2.5e-3), "b": [None, True], "c": torch.nn.Tanh}
+
+
+@pytest.mark.parametrize("raw", [False, True])
+def test_mfbo_export_is_a_run_file_mfbo_train_accepts(tmp_path, raw):
+    from ase.io import read, write
+
+    small = tmp_path / "small.traj"
+    write(small, read(WATER, ":10"))
+    study = _study(tmp_path, train=None)
+    (study / "data").mkdir()
+    if not raw:  # a study's fixed split
+        write(study / "data" / "train.traj", read(WATER, ":8"))
+        write(study / "data" / "val.traj", read(WATER, "8:10"))
+    args = ["--raw-data", small] if raw else []
+    proc = _cli(study, "--format", "mfbo", *args)
+    assert proc.returncode == 0, proc.stderr
+    run_file = Path(proc.stdout.strip())
+    data = json.loads(run_file.read_text())
+    assert data["train"] == str(small if raw else study / "data" / "train.traj")
+    assert ("val" in data) is (not raw)
+    assert load_mfbo_config(run_file).num_nodes == 24
+    train = subprocess.run([sys.executable, "-m", "mfbo.cli", "train", run_file, "--epochs", "1", "--no-progress",
+                            "--output", tmp_path / "trained"], capture_output=True, text=True, timeout=600)
+    assert train.returncode == 0, train.stderr[-2000:]
+    assert (tmp_path / "trained" / "model.npz").is_file()

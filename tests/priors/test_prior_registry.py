@@ -108,3 +108,19 @@ def test_prior_file_can_name_a_custom_prior(plugin, tmp_path):
     path.write_text(path.read_text().replace("PreferSmallLr", "Nope"))
     with pytest.raises(PriorError, match=r"custom\.toml:\d+: custom_prior: .*no attribute 'Nope'"):
         load_prior_file(path)
+
+
+def test_base_module_imports_no_prior_implementation():
+    """mfbo.priors._base is imported by the modules that define priors, so it imports none of them
+    (built-in priors are named by dotted path and imported on first use)."""
+    import ast
+    from pathlib import Path
+
+    import mfbo.priors._base as base
+    from mfbo.priors._beliefs import ProductPrior
+
+    tree = ast.parse(Path(base.__file__).read_text())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not {m for m in imported if m and m.startswith("mfbo.priors")}, imported
+    assert get_prior_class("product") is ProductPrior and "product" in registered_priors()
