@@ -41,6 +41,8 @@ def _handle(args: argparse.Namespace) -> int:
     if args.load_study is None:
         raise InspectError("no study loader was registered with this command; run it as 'mfbo inspect DIR'")
     out = Path(args.out) if args.out else Path(args.study_dir) / "inspect"
+    if Path(args.study_dir).is_dir():
+        _check_writable(out, InspectError)
     view, tmp = load_view(args.study_dir, args.load_study, seed=args.seed)
     try:
         title = f"mfbo study report: {Path(args.study_dir).resolve().name}"
@@ -56,3 +58,15 @@ def _handle(args: argparse.Namespace) -> int:
         print(f"report: {res['html']} ({len(res['figures'])} figures in {out / 'figures'}; "
               f"LOO 95% coverage {cov})")
     return 0
+
+
+def _check_writable(out: Path, error: type) -> None:
+    """Refuse, before the (slow) report is made, an output directory that cannot be written."""
+    probe = out / ".mfbo-write-test"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise error(f"cannot write the report to {out} ({exc.strerror or exc}); pass --out DIR to write it "
+                    "elsewhere (a read-only study directory can still be inspected)") from None

@@ -109,3 +109,12 @@ def test_sobol_first_order_does_not_exceed_total_on_a_study(study_report):
     for n, total in imp["sobol_total"].items():
         err = math.hypot(imp["sobol_first_se"][n], imp["sobol_total_se"][n])
         assert imp["sobol_first"][n] <= total + 3 * err, (n, imp)
+
+
+def test_an_unwritable_output_directory_is_one_clear_line(study_report, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = run_mfbo("inspect", str(study_report["study_dir"]), "--out", str(blocker / "report"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the report to" in lines[0] and "--out" in lines[0], r.stderr
