@@ -291,6 +291,11 @@ def _card_quality(s: dict, unit: str, label: str) -> str:
     elif s.get("best_observed_at_target") is not None:
         out.append(f"<p>Best {html.escape(label)} observed at target fidelity: "
                    f"<b>{_num(s['best_observed_at_target'], unit)}</b>.</p>")
+    elif s.get("best_observed"):
+        b = s["best_observed"]
+        out.append(f"<p>No run at target fidelity yet. Best {html.escape(label)} observed: "
+                   f"<b>{_num(b['value'], unit)}</b> (trial {b['trial']}, data fraction {b['data_fraction']:.3g}, "
+                   f"{b['epochs']} epochs).</p>")
     out.append("</div>")
     return "".join(out)
 
@@ -310,8 +315,12 @@ def _card_certainty(s: dict, loo: dict, unit: str) -> str:
                "<p class='muted'>No search trial ran at target fidelity, so this prediction was an "
                "extrapolation from cheaper runs.</p>"))
     else:
+        iv = s.get("incumbent_interval") or {}
         out.append(f"<p>Predicted at target fidelity for the recommendation: <b>{_num(s['incumbent_mean'], unit)}</b> "
-                   f"± {_num(s['incumbent_sd'])} (sd).</p>")
+                   f"(95%: {_num(iv.get('lower'))}–{_num(iv.get('upper'))}).</p>"
+                   + ("" if s.get("n_at_target") else
+                      "<p class='muted'>No run at target fidelity yet: this is an extrapolation from cheaper "
+                      "runs.</p>"))
     if loo.get("available") and loo.get("coverage_95") is not None:
         cov = loo["coverage_95"]
         cls = "good" if cov >= 0.85 else "meh" if cov >= 0.7 else "bad"

@@ -391,6 +391,7 @@ class SurrogateView:
             status[t.status] = status.get(t.status, 0) + 1
         best_t = prog.best_at_target[-1] if len(prog.best_at_target) else np.nan
         check = self.final_check()
+        best = min(self.done, key=lambda t: t.curve[-1])
         return {
             "n_trials": len(self.trials), "status": status,
             "cost_seconds": float(prog.cumulative_cost[-1]) if len(prog.cumulative_cost) else 0.0,
@@ -398,7 +399,10 @@ class SurrogateView:
             "target_fidelity": self._target_dict(),
             "incumbent": inc, "incumbent_source": self.incumbent_source, "incumbent_mean": m, "incumbent_sd": s,
             "on_bounds": A.on_bounds(self.space, inc),
+            "incumbent_interval": self.interval(inc, *self.target),
             "best_observed_at_target": A.finite_or_none(best_t),
+            "best_observed": {"value": float(best.curve[-1]), "trial": best.index,
+                              "data_fraction": best.data_fraction, "epochs": len(best.curve)},
             "n_at_target": int(np.sum(prog.at_target)),
             "n_final": int(check is not None),
             "final": check,

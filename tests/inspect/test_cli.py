@@ -118,3 +118,19 @@ def test_an_unwritable_output_directory_is_one_clear_line(study_report, tmp_path
     assert r.returncode == 2 and "Traceback" not in r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot write the report to" in lines[0] and "--out" in lines[0], r.stderr
+
+
+def test_without_a_final_retraining_the_report_recommends_what_the_optimiser_does(study_report, tmp_path):
+    import shutil
+
+    from mfbo import Study
+
+    running = tmp_path / "running"
+    shutil.copytree(study_report["study_dir"], running)
+    (running / "best.json").unlink()
+    r = run_mfbo("inspect", str(running), "--out", str(tmp_path / "rep"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout)["summary"]
+    assert s["incumbent_source"] == "optimizer" and s["n_final"] == 0 and s["test"] is None
+    assert s["incumbent"] == Study.load(running, readonly=True).optimizer().recommend()
+    assert "No held-out test yet" in (tmp_path / "rep" / "report.html").read_text()
