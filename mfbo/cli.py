@@ -15,14 +15,14 @@ import sys
 
 from mfbo.errors import MfboError
 
-# Subpackages contributing subcommands, in the order of the data flow.
+# Subpackages contributing subcommands, in the order of the data flow (mfbo.study also adds
+# mfbo.inspect's `inspect`, handing it the study loader).
 _CLI_MODULES = (
     "mfbo.fingerprints._cli",
     "mfbo.training._cli",
     "mfbo.priors._cli",
     "mfbo.study._cli",
     "mfbo.objectives._cli",
-    "mfbo.inspect._cli",
 )
 
 

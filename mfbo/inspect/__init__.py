@@ -7,8 +7,8 @@ does both for a study directory (running or finished).
 """
 
 from mfbo.inspect._report import SECTION_IDS, build_report
-from mfbo.inspect._snapshot import load_view, metric_label, snapshot_study_dir
+from mfbo.inspect._snapshot import load_view, metric_label, snapshot_study_dir, study_view
 from mfbo.inspect._view import InspectError, SurrogateView
 
 __all__ = ["SurrogateView", "InspectError", "build_report", "SECTION_IDS", "load_view", "snapshot_study_dir",
-           "metric_label"]
+           "study_view", "metric_label"]

@@ -17,7 +17,7 @@ from mfbo.optimize import Parameter, SearchSpace, Trial
 
 __all__ = [
     "as_trial", "completed", "config_key", "target_fidelity", "progress", "sobol_indices",
-    "fidelity_trust", "prior_posterior", "unit_to_configs", "saltelli",
+    "fidelity_trust", "curve_trust", "prior_posterior", "unit_to_configs", "unit_values", "saltelli", "on_bounds",
 ]
 
 Predict = Callable[[list, float, int], tuple]
@@ -132,42 +132,88 @@ def progress(space: SearchSpace, trials: Sequence[Trial]) -> Progress:
     )
 
 
-# -- Sobol indices -------------------------------------------------------------------
-def unit_to_configs(space: SearchSpace, U: np.ndarray) -> list[dict]:
-    """Rows of ``U`` in ``[0, 1]^n_design`` (one column per design parameter) -> configurations.
+def on_bounds(space: SearchSpace, params: Mapping, tol: float = 0.02) -> list[dict]:
+    """Numeric design hyperparameters of ``params`` at (or within ``tol`` of the range of) a bound.
 
-    Categoricals take choice ``floor(u * k)``, so every choice gets equal mass.
+    An optimum found on the edge of the searched range may lie outside it. Integers count only when
+    equal to a bound; floats when within ``tol`` of the range (in the parameter's own scale, log or
+    linear) of one.
+
+    Returns:
+        one ``{"name", "value", "low", "high", "side"}`` per flagged hyperparameter (``side`` is
+        "lower" or "upper").
     """
     out = []
-    for row in np.atleast_2d(U):
-        cfg: dict[str, Any] = {}
-        for u, p in zip(row, space.design_parameters):
-            if p.type == "categorical":
-                cfg[p.name] = p.choices[min(int(u * len(p.choices)), len(p.choices) - 1)]
-            else:
-                v = p.from_unit(u).item()
-                cfg[p.name] = int(v) if p.is_integer else float(v)
-        out.append(cfg)
+    for p in space.design_parameters:
+        if p.type == "categorical" or p.name not in params:
+            continue
+        v = float(params[p.name])
+        if p.is_integer:
+            side = "lower" if v <= p.low else "upper" if v >= p.high else None
+        else:
+            u = float(p.to_unit(v))
+            side = "lower" if u <= tol else "upper" if u >= 1.0 - tol else None
+        if side is not None:
+            out.append({"name": p.name, "value": params[p.name], "low": p.low, "high": p.high, "side": side})
     return out
 
 
-def saltelli(f: Callable[[np.ndarray], np.ndarray], d: int, n_samples: int = 512, seed: int = 0
-             ) -> tuple[np.ndarray, np.ndarray]:
+# -- Sobol indices -------------------------------------------------------------------
+def unit_values(p: Parameter, u: np.ndarray) -> np.ndarray:
+    """Values of numeric parameter ``p`` at unit coordinates ``u``.
+
+    A linear integer with k values takes ``low + floor(u * k)``, so every value gets equal mass
+    (rounding ``p.from_unit`` would give the two bounds half the mass of the others); continuous and
+    log-scaled parameters use ``p.from_unit``.
+    """
+    u = np.asarray(u, dtype=float)
+    if p.is_integer and not p.log:
+        k = int(p.high) - int(p.low) + 1
+        return int(p.low) + np.minimum(np.floor(u * k), k - 1)
+    return p.from_unit(u)
+
+
+def unit_to_configs(space: SearchSpace, U: np.ndarray) -> list[dict]:
+    """Rows of ``U`` in ``[0, 1]^n_design`` (one column per design parameter) -> configurations.
+
+    Categoricals take choice ``floor(u * k)`` and linear integers value ``low + floor(u * k)``, so
+    every choice and every whole number gets equal mass.
+    """
+    U = np.atleast_2d(np.asarray(U, dtype=float))
+    cols: list[list] = []
+    for j, p in enumerate(space.design_parameters):
+        if p.type == "categorical":
+            idx = np.minimum((U[:, j] * len(p.choices)).astype(int), len(p.choices) - 1)
+            cols.append([p.choices[i] for i in idx])
+        else:
+            v = unit_values(p, U[:, j])
+            cols.append([int(x) for x in v] if p.is_integer else [float(x) for x in v])
+    names = [p.name for p in space.design_parameters]
+    return [dict(zip(names, row)) for row in zip(*cols)] if cols else [{} for _ in range(len(U))]
+
+
+def saltelli(f: Callable[[np.ndarray], np.ndarray], d: int, n_samples: int = 512, seed: int = 0,
+             *, n_boot: int = 0) -> tuple[np.ndarray, ...]:
     """First-order and total Sobol indices of ``f`` on ``[0, 1]^d``.
 
     Estimators of Saltelli et al. (2010, Comput. Phys. Commun. 181, 259): first order
-    ``S_i = mean(f_B (f_AB_i - f_A)) / V`` and Jansen's total ``S_Ti = mean((f_A - f_AB_i)^2) / (2 V)``,
+    ``S_i = mean(g_B (g_AB_i - g_A)) / V`` and Jansen's total ``S_Ti = mean((g_A - g_AB_i)^2) / (2 V)``,
     with ``A`` and ``B`` the two halves of one scrambled Sobol sequence of dimension ``2d``
-    (so they are independent, as the estimators need).
+    (so they are independent, as the estimators need) and ``g = f - mean(f)``. Centring does not
+    change what the first-order estimator estimates, but without it the estimator's Monte-Carlo
+    error grows with ``mean(f)^2 / V``: an objective of 0.05 that varies by 0.002 gives first-order
+    indices off by more than 0.1 and larger than the total ones.
 
     Args:
         f: vectorised function, ``(m, d) -> (m,)``.
         d: number of inputs.
         n_samples: base sample size N (rounded up to a power of two); f is called on N (d + 2) points.
-        seed: scrambling seed.
+        seed: scrambling (and bootstrap) seed.
+        n_boot: bootstrap resamples of the N rows for the Monte-Carlo standard errors (0: none).
 
     Returns:
-        ``(first, total)``, each ``(d,)``.
+        ``(first, total)``, each ``(d,)``; with ``n_boot > 0`` also ``(first_se, total_se)``: the
+        bootstrap standard deviations of the estimates (their Monte-Carlo error).
     """
     from scipy.stats import qmc
 
@@ -180,17 +226,28 @@ def saltelli(f: Callable[[np.ndarray], np.ndarray], d: int, n_samples: int = 512
         ABi[:, i] = Bmat[:, i]
         blocks.append(ABi)
     y = np.asarray(f(np.vstack(blocks)), dtype=float).reshape(d + 2, m)
-    fA, fB, fABi = y[0], y[1], y[2:]
-    var = np.var(np.concatenate([fA, fB]))
-    if not var > 0:
-        return np.zeros(d), np.zeros(d)
-    first = np.mean(fB * (fABi - fA), axis=1) / var
-    total = 0.5 * np.mean((fA - fABi) ** 2, axis=1) / var
-    return first, total
+
+    def estimate(yy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        yy = yy - yy[:2].mean()
+        fA, fB, fABi = yy[0], yy[1], yy[2:]
+        var = np.var(np.concatenate([fA, fB]))
+        if not var > 1e-300:
+            return np.zeros(d), np.zeros(d)
+        return (np.mean(fB * (fABi - fA), axis=1) / var,
+                0.5 * np.mean((fA - fABi) ** 2, axis=1) / var)
+
+    first, total = estimate(y)
+    if n_boot <= 0:
+        return first, total
+    rng = np.random.default_rng(seed)
+    boot = [estimate(y[:, rng.integers(0, m, m)]) for _ in range(n_boot)]
+    first_se = np.std([b[0] for b in boot], axis=0)
+    total_se = np.std([b[1] for b in boot], axis=0)
+    return first, total, first_se, total_se
 
 
-def sobol_indices(space: SearchSpace, predict: Predict, n_samples: int = 512, seed: int = 0
-                  ) -> dict[str, dict[str, float]]:
+def sobol_indices(space: SearchSpace, predict: Predict, n_samples: int = 512, seed: int = 0,
+                  n_boot: int = 200) -> dict[str, dict[str, float]]:
     """First-order and total Sobol indices of the surrogate mean at target fidelity.
 
     One unit interval per design hyperparameter, so a categorical is one factor (choices
@@ -200,8 +257,9 @@ def sobol_indices(space: SearchSpace, predict: Predict, n_samples: int = 512, se
     function with known indices (its random mode uses the unseeded global RNG).
 
     Returns:
-        ``{"first": {name: S_i}, "total": {name: S_Ti}}``, clipped to [0, 1] (Monte-Carlo noise
-        can push estimates of unimportant parameters slightly below zero).
+        ``{"first": {name: S_i}, "total": {name: S_Ti}, "first_se": {...}, "total_se": {...}}``:
+        estimates clipped to [0, 1] (Monte-Carlo noise can push those of unimportant parameters
+        slightly below zero) and their bootstrap standard errors.
     """
     params = space.design_parameters
     df, ep = target_fidelity(space)
@@ -210,10 +268,13 @@ def sobol_indices(space: SearchSpace, predict: Predict, n_samples: int = 512, se
         mean, _ = predict(unit_to_configs(space, U), df, ep)
         return np.asarray(mean, dtype=float).ravel()
 
-    first, total = saltelli(f, len(params), n_samples=n_samples, seed=seed)
+    first, total, first_se, total_se = saltelli(f, len(params), n_samples=n_samples, seed=seed,
+                                                n_boot=max(int(n_boot), 2))
     return {
         "first": {p.name: float(np.clip(v, 0.0, 1.0)) for p, v in zip(params, first)},
         "total": {p.name: float(np.clip(v, 0.0, 1.0)) for p, v in zip(params, total)},
+        "first_se": {p.name: float(v) for p, v in zip(params, first_se)},
+        "total_se": {p.name: float(v) for p, v in zip(params, total_se)},
     }
 
 
@@ -320,6 +381,45 @@ def fidelity_trust(space: SearchSpace, trials: Sequence[Trial], predict: Predict
     return out
 
 
+def curve_trust(space: SearchSpace, trials: Sequence[Trial], min_pairs: int = 3, min_reference: int = 4
+                ) -> list[dict]:
+    """Rank agreement between early and late epochs of the same trials' learning curves.
+
+    Observed evidence about the epoch fidelity that needs no configuration to run twice: the
+    reference is the longest epoch count ``E`` that at least ``min_reference`` completed trials
+    reached (below target epochs it is still the most expensive observation of each), and each
+    lower epoch level ``e`` pairs every such trial's value after ``e`` epochs with its value after
+    ``E``. Each trial keeps its own data fraction on both sides.
+
+    Returns:
+        One dict per level: ``epochs``, ``reference_epochs``, ``n`` (trials), ``spearman``,
+        ``spearman_p``, ``kendall``, ``kendall_p`` (None when n < min_pairs or no variation); empty
+        without an iteration fidelity or when fewer than ``min_reference`` trials ran two epochs.
+    """
+    from scipy.stats import kendalltau, spearmanr
+
+    if space.iteration_fidelity is None:
+        return []
+    done = [t for t in completed(trials) if np.all(np.isfinite(t.curve))]
+    lengths = sorted((len(t.curve) for t in done), reverse=True)
+    if len(lengths) < min_reference or lengths[min_reference - 1] < 2:
+        return []
+    ref = min(lengths[min_reference - 1], target_fidelity(space)[1])
+    members = [t for t in done if len(t.curve) >= ref]
+    out = []
+    for e in _epoch_levels(ref, [len(t.curve) for t in done]):
+        x = np.array([t.curve[e - 1] for t in members])
+        y = np.array([t.curve[ref - 1] for t in members])
+        row = {"epochs": int(e), "reference_epochs": int(ref), "n": len(members), "spearman": None,
+               "spearman_p": None, "kendall": None, "kendall_p": None}
+        if len(members) >= min_pairs and np.ptp(x) > 0 and np.ptp(y) > 0:
+            r, k = spearmanr(x, y), kendalltau(x, y)
+            row.update({"spearman": float(r.statistic), "spearman_p": float(r.pvalue),
+                        "kendall": float(k.statistic), "kendall_p": float(k.pvalue)})
+        out.append(row)
+    return out
+
+
 # -- prior vs posterior --------------------------------------------------------------
 def _grid(p: Parameter, n: int) -> np.ndarray | tuple:
     if p.type == "categorical":
@@ -338,7 +438,7 @@ def _marginal(space: SearchSpace, p: Parameter, U: np.ndarray, col: int, weights
         probs = np.array([w[idx == i].sum() for i in range(len(p.choices))])
         return {"kind": "categorical", "choices": list(p.choices), "prob": probs.tolist()}
     if p.is_integer and p.high - p.low + 1 <= 30:
-        vals = p.from_unit(U[:, col])
+        vals = unit_values(p, U[:, col])
         support = np.arange(int(p.low), int(p.high) + 1)
         probs = np.array([w[vals == s].sum() for s in support])
         return {"kind": "integer", "values": support.tolist(), "prob": probs.tolist()}

@@ -4,12 +4,13 @@ The driver keeps writing while a user inspects, so the report never reads the li
 directory: SQLite databases are copied through SQLite's online-backup API (a
 transactionally consistent copy that includes committed WAL pages), other files are
 copied as they are, and files that vanish or are being written (``*.tmp``, ``*.partial``)
-are skipped. The study is then loaded from the copy.
+are skipped. The study is then loaded from the copy by the loader the caller passes
+(``mfbo.study`` passes ``Study.load``), so this package never imports ``mfbo.study``.
 """
 
 from __future__ import annotations
 
-import inspect as _inspect
+import json
 import os
 import shutil
 import sqlite3
@@ -18,7 +19,7 @@ from pathlib import Path
 
 from mfbo.inspect._view import InspectError, SurrogateView
 
-__all__ = ["snapshot_study_dir", "load_view", "metric_label"]
+__all__ = ["snapshot_study_dir", "load_view", "study_view", "metric_label"]
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 _SKIP_SUFFIXES = (".tmp", ".partial", "-wal", "-shm", "-journal", ".lock")
@@ -83,22 +84,57 @@ def snapshot_study_dir(study_dir: str | os.PathLike, dest: str | os.PathLike) ->
     return dst
 
 
-def _study_view(study, objective_name: str | None, seed: int) -> SurrogateView:
+def _read_best(directory: Path) -> dict | None:
+    """``best.json`` of a study directory (None when absent or unreadable)."""
+    try:
+        best = json.loads((directory / "best.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return best if isinstance(best, dict) else None
+
+
+def study_view(study, directory: str | os.PathLike | None = None, *, objective_name: str | None = None,
+               seed: int = 0) -> SurrogateView:
+    """The surrogate view of a loaded study, recommending what the study recommends.
+
+    Args:
+        study: a loaded study (``mfbo.Study``): ``surrogate()`` (a view or a bare surrogate), and
+            ``space``, ``trials``, ``prior``, ``config.metric``, ``experiment``, ``optimizer()`` when the
+            surrogate is bare or no final retraining exists.
+        directory: the study directory holding ``best.json`` (default: ``study.dir``).
+        objective_name: axis label of the objective (default: from the study's metric, with units).
+        seed: seed of the view's random draws when the study does not give one.
+
+    Returns:
+        a :class:`SurrogateView` whose recommended configuration is ``best.json``'s when the study
+        retrained one at target fidelity, else the study optimiser's recommendation.
+    """
     view = study.surrogate()
-    if isinstance(view, SurrogateView):
-        return view
-    # A bare surrogate (predict only): wrap it with the study's space, trials and prior.
-    space = getattr(study, "space", None)
-    if space is None:
-        space = getattr(getattr(view, "encoder", None), "space", None) or getattr(view, "space", None)
-    if space is None:
-        raise InspectError("the study exposes no search space; cannot inspect its surrogate")
-    prior = getattr(study, "prior", None)
-    if objective_name is None:
-        metric = getattr(getattr(study, "config", None), "metric", None)
-        objective_name = metric_label(metric)
-    return SurrogateView(space, study.trials, view, prior, objective_name=objective_name, seed=seed,
-                         experiment=getattr(study, "experiment", None))
+    if not isinstance(view, SurrogateView):
+        # A bare surrogate (predict only): wrap it with the study's space, trials and prior.
+        space = getattr(study, "space", None)
+        if space is None:
+            space = getattr(getattr(view, "encoder", None), "space", None) or getattr(view, "space", None)
+        if space is None:
+            raise InspectError("the study exposes no search space; cannot inspect its surrogate")
+        if objective_name is None:
+            objective_name = metric_label(getattr(getattr(study, "config", None), "metric", None))
+        view = SurrogateView(space, study.trials, view, getattr(study, "prior", None),
+                             objective_name=objective_name, seed=seed,
+                             experiment=getattr(study, "experiment", None))
+    elif objective_name is not None:
+        view.objective_name = objective_name
+    d = directory if directory is not None else getattr(study, "dir", None)
+    best = _read_best(Path(d)) if d is not None else None
+    recommendation = None
+    if not (best and best.get("final")):
+        optimizer = getattr(study, "optimizer", None)
+        try:
+            recommendation = optimizer().recommend() if callable(optimizer) else None
+        except Exception:  # noqa: BLE001 - without it the view's own rule recommends
+            recommendation = None
+    view.set_recommendation(recommendation, final=best)
+    return view
 
 
 def metric_label(metric) -> str:
@@ -114,30 +150,25 @@ def metric_label(metric) -> str:
     return "objective"
 
 
-def load_view(study_dir: str | os.PathLike, *, seed: int = 0, objective_name: str | None = None):
+def load_view(study_dir: str | os.PathLike, load_study, *, seed: int = 0, objective_name: str | None = None):
     """Load a study directory's surrogate view from a consistent snapshot.
+
+    Args:
+        study_dir: the study directory (running or finished).
+        load_study: ``load_study(path) -> study`` opening a study directory read-only, e.g.
+            ``lambda d: mfbo.Study.load(d, readonly=True)``.
+        seed: seed of the report's random draws.
+        objective_name: axis label of the objective (default: from the study's metric).
 
     Returns:
         ``(view, tmpdir)``; the caller removes ``tmpdir`` (a :class:`tempfile.TemporaryDirectory`)
         when done.
     """
-    try:
-        from mfbo.study import Study
-    except ImportError as exc:
-        raise InspectError(f"mfbo.study is not available ({exc}); cannot load {study_dir}") from exc
-    if not hasattr(Study, "load"):
-        raise InspectError("this mfbo has no Study.load; cannot load a study directory")
     tmp = tempfile.TemporaryDirectory(prefix="mfbo-inspect-")
     try:
         snap = snapshot_study_dir(study_dir, Path(tmp.name) / Path(study_dir).resolve().name)
-        kwargs = {}
-        try:
-            if "readonly" in _inspect.signature(Study.load).parameters:
-                kwargs["readonly"] = True
-        except (TypeError, ValueError):
-            pass
-        study = Study.load(snap, **kwargs)
-        return _study_view(study, objective_name, seed), tmp
+        study = load_study(snap)
+        return study_view(study, snap, objective_name=objective_name, seed=seed), tmp
     except BaseException:
         tmp.cleanup()
         raise

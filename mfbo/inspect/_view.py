@@ -9,6 +9,7 @@ and threads.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -36,29 +37,75 @@ def _figure(nrows: int = 1, ncols: int = 1, size=(6.4, 4.2)):
     return fig, axes
 
 
+def log_ticks(vmin: float, vmax: float, max_ticks: int = 8) -> list[float]:
+    """Major tick values for a log axis over ``[vmin, vmax]`` with at least three inside it.
+
+    Whole decades when the range spans enough of them; otherwise the 1-2-5 values, then finer
+    round values (1, 1.5, 2, 3, 4, 5, 6, 8 per decade), then evenly spaced round values for ranges
+    narrower than that; at most ``max_ticks`` (every k-th kept).
+    """
+    from matplotlib.ticker import MaxNLocator
+
+    lo, hi = sorted((float(vmin), float(vmax)))
+    if not (lo > 0 and np.isfinite(hi) and hi > lo):
+        return [lo, hi] if lo > 0 else [hi]
+    k0, k1 = math.floor(math.log10(lo)) - 1, math.ceil(math.log10(hi)) + 1
+    eps = 1e-9 * hi
+    for mantissas in ((1.0,), (1.0, 2.0, 5.0), (1.0, 2.0, 3.0, 5.0, 7.0), (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0)):
+        ticks = [m * 10.0 ** k for k in range(k0, k1 + 1) for m in mantissas]
+        ticks = [t for t in ticks if lo - eps <= t <= hi + eps]
+        if len(ticks) >= 3:
+            step = -(-len(ticks) // max_ticks)
+            return ticks[::step]
+    ticks: list[float] = []
+    for nbins in (4, 6, 9):
+        ticks = [float(t) for t in MaxNLocator(nbins=nbins, steps=[1, 2, 2.5, 5, 10]).tick_values(lo, hi)
+                 if lo - eps <= t <= hi + eps and t > 0]
+        if len(ticks) >= 3:
+            break
+    return ticks
+
+
+def _log_locator():
+    from matplotlib.ticker import Locator
+
+    class _LogTicks(Locator):
+        def __call__(self):
+            return self.tick_values(*self.axis.get_view_interval())
+
+        def tick_values(self, vmin, vmax):
+            return log_ticks(vmin, vmax)
+
+    return _LogTicks()
+
+
 def _log(ax, axis: str = "y") -> None:
-    """Log scale with plain tick labels (0.2, 1e-05): avoids mathtext, whose parser is slow to start."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
+    """Log scale with at least three plain tick labels (0.2, 1e-05) whatever the range; plain labels
+    avoid mathtext, whose parser is slow to start."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     target = ax.yaxis if axis == "y" else ax.xaxis
-
-    def minor(v, _pos):
-        # Label minor ticks only when few decades are shown (otherwise they crowd).
-        lo, hi = sorted(target.get_view_interval())
-        return f"{v:.3g}" if lo > 0 and np.log10(hi / lo) < 1.3 else ""
-
     (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+    target.set_major_locator(_log_locator())
     target.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
-    target.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-    target.set_minor_formatter(FuncFormatter(minor))
+    target.set_minor_locator(LogLocator(subs=tuple(range(2, 10))))
+    target.set_minor_formatter(NullFormatter())
+
+
+def _integer_axis(ax, axis: str = "x") -> None:
+    """Tick labels at whole numbers only (an integer hyperparameter)."""
+    from matplotlib.ticker import MaxNLocator
+
+    (ax.xaxis if axis == "x" else ax.yaxis).set_major_locator(MaxNLocator(integer=True))
 
 
 def _plain_colorbar(cb) -> None:
     """Plain tick labels on a (log) colour bar, as for :func:`_log`."""
-    from matplotlib.ticker import FuncFormatter
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
+    cb.ax.yaxis.set_major_locator(_log_locator())
     cb.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}"))
-    cb.ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _pos: f"{v:.3g}" if str(f"{v:.3g}")[0] in "25" else ""))
+    cb.ax.yaxis.set_minor_formatter(NullFormatter())
 
 
 def _note(ax, text: str) -> None:
@@ -85,7 +132,8 @@ class SurrogateView:
     """
 
     def __init__(self, space: SearchSpace | Mapping, trials: Sequence[Any], surrogate: Any, prior: Any = None,
-                 *, objective_name: str = "objective", seed: int = 0, experiment: Any = None):
+                 *, objective_name: str = "objective", seed: int = 0, experiment: Any = None,
+                 final: Mapping | None = None, recommendation: Mapping | None = None):
         self.space = SearchSpace.from_dict(space)
         self.trials = [A.as_trial(t, i) for i, t in enumerate(trials)]
         if surrogate is None or not callable(getattr(surrogate, "predict", None)):
@@ -101,6 +149,37 @@ class SurrogateView:
             raise InspectError("no completed trial to inspect yet; wait for the first trial to finish")
         self.target = A.target_fidelity(self.space)
         self._model = ModelAccess(self.space, surrogate)
+        self.final: dict | None = None
+        self.recommendation: dict | None = None
+        self.set_recommendation(recommendation, final=final)
+
+    def set_recommendation(self, recommendation: Mapping | None = None, *, final: Mapping | None = None) -> None:
+        """Say which configuration the report recommends (it is drawn as "recommended" everywhere).
+
+        Args:
+            recommendation: the optimiser's recommended design (``MultiFidelityOptimizer.recommend()``).
+            final: a study's ``best.json`` content: the recommendation retrained at target fidelity
+                (``params``, ``fidelity``, ``validation_curve``, ``test_metrics`` and, when present,
+                ``test_baselines``). Its ``params`` win over ``recommendation`` when ``final`` is true.
+
+        Without either (or when neither is a valid design of the space), the recommendation is the
+        evaluated configuration with the lowest posterior mean plus one sd at target fidelity.
+        """
+        self.final = dict(final) if final else None
+        self.recommendation = dict(recommendation) if recommendation else None
+        self.__dict__.pop("_incumbent_info", None)
+
+    def _design(self, params: Mapping | None) -> dict | None:
+        """``params`` restricted to the design hyperparameters, or None when it is not a valid design."""
+        if not isinstance(params, Mapping):
+            return None
+        names = [p.name for p in self.space.design_parameters]
+        if any(n not in params for n in names):
+            return None
+        try:
+            return self.space.validate({n: params[n] for n in names})
+        except Exception:  # noqa: BLE001 - a best.json from another space is not this space's design
+            return None
 
     # -- predictions -------------------------------------------------------------------
     def predict(self, params: Mapping | Sequence[Mapping], fidelity: Mapping | None = None):
@@ -139,11 +218,28 @@ class SurrogateView:
         return np.concatenate(means), np.concatenate(sds)
 
     # -- numbers -----------------------------------------------------------------------
-    @functools.cached_property
+    @property
     def incumbent(self) -> dict:
-        """The evaluated configuration with the lowest posterior mean plus one sd at target fidelity: the
-        optimiser's default recommendation rule (``recommendation="evaluated"``), in the objective's units,
-        so a configuration seen only at low fidelity is the incumbent only when the model is sure of it."""
+        """The recommended configuration: ``best.json``'s when the study retrained one at target fidelity,
+        else the optimiser's recommendation when given, else the evaluated configuration with the lowest
+        posterior mean plus one sd at target fidelity (the optimiser's default rule, in the objective's
+        units: a configuration seen only at low fidelity wins only when the model is sure of it)."""
+        return dict(self._incumbent_info[0])
+
+    @property
+    def incumbent_source(self) -> str:
+        """Where :attr:`incumbent` comes from: "final", "optimizer" or "surrogate"."""
+        return self._incumbent_info[1]
+
+    @functools.cached_property
+    def _incumbent_info(self) -> tuple[dict, str]:
+        if self.final and self.final.get("final"):
+            params = self._design(self.final.get("params"))
+            if params is not None:
+                return params, "final"
+        params = self._design(self.recommendation)
+        if params is not None:
+            return params, "optimizer"
         seen, configs = set(), []
         for t in self.done:
             k = A.config_key(self.space, t.params)
@@ -151,15 +247,65 @@ class SurrogateView:
                 seen.add(k)
                 configs.append(t.params)
         mean, sd = self._predict(configs, *self.target)
-        return dict(configs[int(np.argmin(mean + sd))])
+        return dict(configs[int(np.argmin(mean + sd))]), "surrogate"
+
+    def interval(self, params: Mapping, data_fraction: float, epochs: int) -> dict:
+        """The surrogate's 95% predictive interval (observation noise included) for one configuration.
+
+        Returns:
+            ``{"mean", "sd", "lower", "upper", "latent": bool}`` in objective units; ``latent`` says
+            whether the interval was formed in the GP's own outcome units (then mapped through the
+            link, so it can be asymmetric) or, without a readable model, as mean ± 1.96 sd.
+        """
+        from mfbo.inspect._model import _LINKS
+
+        cfg = self.space.validate(dict(params))
+        mean, sd = self._predict([cfg], data_fraction, epochs)
+        out = {"mean": float(mean[0]), "sd": float(sd[0]), "latent": False,
+               "lower": float(mean[0] - 1.959964 * sd[0]), "upper": float(mean[0] + 1.959964 * sd[0])}
+        lat = self._model.latent([cfg], data_fraction, epochs)
+        if lat is not None:
+            mu, s = float(lat[0][0]), float(lat[1][0])
+            tot = math.hypot(s, self._model.noise_sd() or 0.0)
+            g = _LINKS[self._model.link or "identity"][1]
+            a, b = float(g(np.array(mu - 1.959964 * tot))), float(g(np.array(mu + 1.959964 * tot)))
+            out.update({"lower": min(a, b), "upper": max(a, b), "latent": True})
+        return out
+
+    def final_check(self) -> dict | None:
+        """The final retraining of the recommendation against what the surrogate predicted for it.
+
+        The final run is not one of the surrogate's observations, so this is an out-of-sample test.
+
+        Returns:
+            ``{"observed", "data_fraction", "epochs", "mean", "sd", "lower", "upper", "inside_95"}``
+            (objective units), or None without a completed final retraining.
+        """
+        f = self.final
+        if not f or not f.get("final") or self.incumbent_source != "final":
+            return None
+        obs = A.finite_or_none(f.get("validation_value"))
+        if obs is None:
+            curve = f.get("validation_curve") or []
+            obs = A.finite_or_none(curve[-1]) if curve else None
+        if obs is None:
+            return None
+        fid = f.get("fidelity") or {}
+        df = float(fid.get("data_fraction", self.target[0]) or self.target[0])
+        ep = int(fid.get("epochs", self.target[1]) or self.target[1])
+        iv = self.interval(self.incumbent, df, ep)
+        return {"observed": obs, "data_fraction": df, "epochs": ep, **iv,
+                "inside_95": bool(iv["lower"] <= obs <= iv["upper"])}
 
     def importance(self, n_samples: int = 1024) -> dict[str, dict[str, float]]:
         """Hyperparameter importance at target fidelity.
 
         Returns:
-            ``{"sobol_first": {name: S_i}, "sobol_total": {name: S_Ti}, "inverse_lengthscale": {...}}``;
-            Sobol indices of the surrogate mean (Saltelli/Jansen estimators), inverse ARD lengthscales of the
-            GP's design kernel in unit-cube coordinates (empty when the surrogate has no GP).
+            ``{"sobol_first": {name: S_i}, "sobol_total": {name: S_Ti}, "sobol_first_se": {...},
+            "sobol_total_se": {...}, "inverse_lengthscale": {...}}``: Sobol indices of the surrogate mean
+            (Saltelli/Jansen estimators on centred values) with their bootstrap Monte-Carlo standard errors,
+            inverse ARD lengthscales of the GP's design kernel in unit-cube coordinates (empty when the
+            surrogate has no GP).
         """
         return dict(self._importance(n_samples))
 
@@ -175,7 +321,8 @@ class SurrogateView:
                 inv = None
         if not inv:
             inv = self._model.inverse_lengthscales() or {}
-        return (("sobol_first", s["first"]), ("sobol_total", s["total"]), ("inverse_lengthscale", inv))
+        return (("sobol_first", s["first"]), ("sobol_total", s["total"]), ("sobol_first_se", s["first_se"]),
+                ("sobol_total_se", s["total_se"]), ("inverse_lengthscale", inv))
 
     def fidelity_hyperparameters(self) -> dict[str, float]:
         own = getattr(self.surrogate, "fidelity_hyperparameters", None)
@@ -234,7 +381,8 @@ class SurrogateView:
         return self._prior_post
 
     def summary(self) -> dict:
-        """Counts, cost and the incumbent with its prediction at target fidelity."""
+        """Counts, cost, the recommended configuration with its prediction at target fidelity, its
+        final retraining (when the study made one) and the hyperparameters it has on a bound."""
         prog = A.progress(self.space, self.trials)
         inc = self.incumbent
         m, s = self.predict(inc)
@@ -242,18 +390,101 @@ class SurrogateView:
         for t in self.trials:
             status[t.status] = status.get(t.status, 0) + 1
         best_t = prog.best_at_target[-1] if len(prog.best_at_target) else np.nan
+        check = self.final_check()
+        best = min(self.done, key=lambda t: t.curve[-1])
         return {
             "n_trials": len(self.trials), "status": status,
             "cost_seconds": float(prog.cumulative_cost[-1]) if len(prog.cumulative_cost) else 0.0,
             "cost_ffe": float(np.sum(prog.fidelity)),
             "target_fidelity": self._target_dict(),
-            "incumbent": inc, "incumbent_mean": m, "incumbent_sd": s,
+            "incumbent": inc, "incumbent_source": self.incumbent_source, "incumbent_mean": m, "incumbent_sd": s,
+            "on_bounds": A.on_bounds(self.space, inc),
+            "incumbent_interval": self.interval(inc, *self.target),
             "best_observed_at_target": A.finite_or_none(best_t),
+            "best_observed": {"value": float(best.curve[-1]), "trial": best.index,
+                              "data_fraction": best.data_fraction, "epochs": len(best.curve)},
             "n_at_target": int(np.sum(prog.at_target)),
+            "n_final": int(check is not None),
+            "final": check,
+            "test": self.test_comparison(),
             "model": {"botorch_model": type(self._model.model).__name__ if self._model.model is not None else None,
                       "link": self._model.link, "note": self._model.reason},
             "fidelity_hyperparameters": self.fidelity_hyperparameters(),
         }
+
+    #: best.json test metric -> (label, unit, baselines compared with it).
+    TEST_METRICS = (
+        ("energy_mae_per_atom", "energy MAE per atom", "eV/atom", ("linear_fit", "mean_energy")),
+        ("energy_mae", "energy MAE", "eV", ("linear_fit", "mean_energy")),
+        ("force_mae", "force MAE", "eV/Å", ("zero_forces",)),
+        ("force_mae_free", "force MAE, free atoms", "eV/Å", ("zero_forces",)),
+    )
+    BASELINES = {"linear_fit": "per-element linear fit", "mean_energy": "mean energy per atom",
+                 "zero_forces": "zero forces"}
+
+    def test_comparison(self) -> dict | None:
+        """The retrained recommendation's held-out test errors against the baselines in ``best.json``.
+
+        Returns:
+            ``{"n_images", "rows": [{"metric", "label", "unit", "model", "baselines": {name: {"label",
+            "value", "ratio"}}}]}`` (ratio = model / baseline, < 1 means better than the baseline), or
+            None without test metrics. Baselines are optional: a ``best.json`` without
+            ``test_baselines`` gives rows with empty ``baselines``.
+        """
+        f = self.final or {}
+        metrics = f.get("test_metrics") if f.get("final") else None
+        if not isinstance(metrics, Mapping):
+            return None
+        base = f.get("test_baselines") if isinstance(f.get("test_baselines"), Mapping) else {}
+        rows = []
+        for key, label, unit, names in self.TEST_METRICS:
+            v = A.finite_or_none(metrics.get(key))
+            if v is None:
+                continue
+            bl = {}
+            for b in names:
+                bv = A.finite_or_none((base.get(b) or {}).get(key)) if isinstance(base.get(b), Mapping) else None
+                if bv is not None:
+                    bl[b] = {"label": self.BASELINES[b], "value": bv, "ratio": v / bv if bv > 0 else None}
+            rows.append({"metric": key, "label": label, "unit": unit, "model": v, "baselines": bl})
+        return {"n_images": base.get("n_images"), "rows": rows} if rows else None
+
+    def fidelity_trust_headline(self) -> dict | None:
+        """The single most informative fidelity-trust number for the summary.
+
+        In order of strength of evidence: the observed comparison (configurations run both at a lower
+        fidelity and at target) with the most pairs, the cheapest level among ties; else the
+        learning-curve comparison (:meth:`curve_trust`) at the longest level up to a third of the
+        reference epochs; else the comparison against the surrogate's target-fidelity mean, which is
+        weak evidence (the surrogate learned from the same runs).
+
+        Returns:
+            the row with ``"against"`` ("observed", "curves" or "surrogate"), ``"rho"`` (Spearman) and
+            ``"n_pairs"`` added, or None.
+        """
+        rows = self.fidelity_trust()
+        obs = [r for r in rows if r["spearman"] is not None]
+        if obs:
+            r = max(obs, key=lambda r: (r["n"], -r["data_fraction"][1] * r["epochs"]))
+            return {**r, "against": "observed", "rho": r["spearman"], "n_pairs": r["n"]}
+        cur = [r for r in self.curve_trust() if r["spearman"] is not None]
+        if cur:
+            short = [r for r in cur if 3 * r["epochs"] <= r["reference_epochs"]]
+            r = max(short, key=lambda r: r["epochs"]) if short else min(cur, key=lambda r: r["epochs"])
+            return {**r, "against": "curves", "rho": r["spearman"], "n_pairs": r["n"]}
+        sur = [r for r in rows if r.get("spearman_vs_surrogate") is not None]
+        if sur:
+            r = max(sur, key=lambda r: (r["n_level"], -r["data_fraction"][1] * r["epochs"]))
+            return {**r, "against": "surrogate", "rho": r["spearman_vs_surrogate"], "n_pairs": r["n_level"]}
+        return None
+
+    @functools.cached_property
+    def _curve_trust(self) -> list[dict]:
+        return A.curve_trust(self.space, self.trials)
+
+    def curve_trust(self) -> list[dict]:
+        """Rank correlation between early and late epochs of the same learning curves (see ``_analysis``)."""
+        return [dict(r) for r in self._curve_trust]
 
     def _target_dict(self) -> dict:
         return self.space.target_fidelities()
@@ -295,6 +526,8 @@ class SurrogateView:
             "importance": self.importance(),
             "loo": self.loo(),
             "fidelity_trust": self.fidelity_trust(),
+            "curve_trust": self.curve_trust(),
+            "fidelity_trust_headline": self.fidelity_trust_headline(),
             "prior_posterior": self.prior_posterior(),
         }
 
@@ -414,11 +647,21 @@ class SurrogateView:
                 ax.errorbar(xs, m, yerr=2 * s, fmt="o", color="C0", capsize=4, label="mean ± 2 sd")
                 ox = [list(p.choices).index(v) + 0.15 for v in obs_x]
                 ax.set_xticks(xs, [str(c) for c in grid])
+            elif p.is_integer:
+                # Whole numbers only: the surrogate is defined at the integers, not between them.
+                ax.errorbar(grid, m, yerr=2 * s, fmt="o-", color="C0", capsize=3, lw=0.8, ms=4,
+                            label="posterior mean ± 2 sd")
+                ox = obs_x
+                ax.axvline(inc[p.name], color="C3", ls=":", lw=1, label="recommended")
+                if p.log:
+                    _log(ax, "x")
+                else:
+                    _integer_axis(ax, "x")
             else:
                 ax.plot(grid, m, color="C0", label="posterior mean")
                 ax.fill_between(grid, m - 2 * s, m + 2 * s, color="C0", alpha=0.2, label="± 2 sd")
                 ox = obs_x
-                ax.axvline(inc[p.name], color="C3", ls=":", lw=1, label="incumbent")
+                ax.axvline(inc[p.name], color="C3", ls=":", lw=1, label="recommended")
                 if p.log:
                     _log(ax, "x")
             sc = ax.scatter(ox, obs_y, c=fid, cmap="viridis", norm=self._fid_norm(), s=14, edgecolor="k",
@@ -431,7 +674,7 @@ class SurrogateView:
             ax.set_visible(False)
         axes.flat[0].legend(fontsize=7)
         _plain_colorbar(fig.colorbar(sc, ax=axes[:, -1].tolist(), label=self._fid_label(), shrink=0.8))
-        fig.suptitle("Posterior at target fidelity along each hyperparameter through the incumbent")
+        fig.suptitle("Posterior at target fidelity along each hyperparameter through the recommended configuration")
         return fig
 
     def top_two(self) -> list[str]:
@@ -449,29 +692,37 @@ class SurrogateView:
             return fig
         px, py = self.space[names[0]], self.space[names[1]]
         n = 36
-        ux, uy = np.meshgrid(np.linspace(0, 1, n), np.linspace(0, 1, n))
-        gx, gy = px.from_unit(ux), py.from_unit(uy)
+        # Integer axes are evaluated at their whole numbers and drawn as cells, not interpolated.
+        vx, vy = self._grid(px, n), self._grid(py, n)
+        gx, gy = np.meshgrid(np.asarray(vx, dtype=float), np.asarray(vy, dtype=float))
         inc = self.incumbent
         cfgs = [{**inc, px.name: (int(a) if px.is_integer else float(a)), py.name: (int(b) if py.is_integer else float(b))}
                 for a, b in zip(gx.ravel(), gy.ravel())]
         m, s = self._predict(cfgs, *self.target)
+        discrete = px.is_integer or py.is_integer
         fig, axes = _figure(1, 2, size=(5.2, 4.3))
         for ax, z, title, cmap in ((axes[0, 0], m, "posterior mean", "viridis_r"),
                                    (axes[0, 1], s, "posterior sd", "magma")):
-            cs = ax.contourf(gx, gy, z.reshape(n, n), levels=20, cmap=cmap)
+            zz = z.reshape(gx.shape)
+            if discrete:
+                cs = ax.pcolormesh(gx, gy, zz, shading="nearest", cmap=cmap)
+            else:
+                cs = ax.contourf(gx, gy, zz, levels=20, cmap=cmap)
             fig.colorbar(cs, ax=ax, label=f"{title} of {self._ylabel()}")
             ax.scatter([t.params[px.name] for t in self.done], [t.params[py.name] for t in self.done],
                        c="w", edgecolor="k", s=18, label="evaluated configurations")
-            ax.scatter([inc[px.name]], [inc[py.name]], marker="*", s=160, c="C3", edgecolor="k", label="incumbent")
+            ax.scatter([inc[px.name]], [inc[py.name]], marker="*", s=160, c="C3", edgecolor="k",
+                       label="recommended")
             ax.set_xlabel(self._axis_label(px))
             ax.set_ylabel(self._axis_label(py))
-            if px.log:
-                _log(ax, "x")
-            if py.log:
-                _log(ax, "y")
+            for p, axis in ((px, "x"), (py, "y")):
+                if p.log:
+                    _log(ax, axis)
+                elif p.is_integer:
+                    _integer_axis(ax, axis)
             ax.set_title(title)
         axes[0, 0].legend(fontsize=7, loc="upper right")
-        fig.suptitle(f"Target fidelity, other hyperparameters at the incumbent ({names[0]} × {names[1]})")
+        fig.suptitle(f"Target fidelity, other hyperparameters at the recommended configuration ({names[0]} × {names[1]})")
         return fig
 
     def plot_fidelity_response(self):
@@ -480,7 +731,7 @@ class SurrogateView:
         panels = [k for k, p in (("epochs", sp.iteration_fidelity), ("data", sp.data_fidelity)) if p is not None]
         fig, axes = _figure(1, len(panels), size=(6.0, 4.4))
         configs = [self.incumbent] + self._others(3)
-        labels = ["incumbent"] + [f"config {i + 1}" for i in range(len(configs) - 1)]
+        labels = ["recommended"] + [f"config {i + 1}" for i in range(len(configs) - 1)]
         df_t, ep_t = self.target
         # One surrogate call per fidelity value, all configurations at once.
         ep_grid = df_grid = None
@@ -570,14 +821,17 @@ class SurrogateView:
         fig, axes = _figure(1, 2, size=(5.4, 0.9 + 0.45 * len(names) + 1.5))
         y = np.arange(len(names))
         ax = axes[0, 0]
-        ax.barh(y - 0.2, [imp["sobol_first"][n] for n in names], height=0.4, label="first order")
-        ax.barh(y + 0.2, [imp["sobol_total"][n] for n in names], height=0.4, label="total (with interactions)")
+        fse, tse = imp.get("sobol_first_se") or {}, imp.get("sobol_total_se") or {}
+        ax.barh(y - 0.2, [imp["sobol_first"][n] for n in names], height=0.4, label="first order",
+                xerr=[fse.get(n, 0.0) for n in names], error_kw={"lw": 0.8, "capsize": 2})
+        ax.barh(y + 0.2, [imp["sobol_total"][n] for n in names], height=0.4, label="total (with interactions)",
+                xerr=[tse.get(n, 0.0) for n in names], error_kw={"lw": 0.8, "capsize": 2})
         ax.set_yticks(y, names)
         ax.invert_yaxis()
         ax.set_xlim(0, 1)
         ax.set_xlabel("Sobol index (fraction of variance of the surrogate mean)")
         ax.set_ylabel("hyperparameter")
-        ax.set_title("Sobol indices at target fidelity")
+        ax.set_title("Sobol indices at target fidelity (± Monte-Carlo error)")
         ax.legend(fontsize=8)
         ax.grid(alpha=0.3, axis="x")
         ax = axes[0, 1]
@@ -634,55 +888,63 @@ class SurrogateView:
         return fig
 
     def plot_fidelity_trust(self):
-        """Rank correlation of each observed fidelity level with target fidelity."""
+        """Rank correlation of lower fidelities with higher ones: against observed target runs, within
+        learning curves, and against the surrogate's target-fidelity mean (only panels with data)."""
         rows = self.fidelity_trust()
-        fig, axes = _figure(1, 2, size=(5.4, 4.2))
-        if not rows:
-            _note(axes[0, 0], "No configuration was observed at a lower fidelity yet.")
-            axes[0, 1].set_visible(False)
-            return fig
+        curves = [r for r in self.curve_trust() if r["spearman"] is not None]
         groups: dict[tuple, list[dict]] = {}
         for r in rows:
             groups.setdefault(tuple(r["data_fraction"]), []).append(r)
-        for ax, (key, title) in zip(axes.flat, (("", "observed target runs"),
-                                                ("_vs_surrogate", "surrogate mean at target"))):
-            any_val = False
-            for i, (dfr, rs) in enumerate(sorted(groups.items())):
-                lab = f"data fraction {dfr[0]:.3g}" if dfr[0] == dfr[1] else f"data fraction {dfr[0]:.3g}–{dfr[1]:.3g}"
-                ep = [r["epochs"] for r in rs]
-                for stat, mk, ls in (("spearman", "o", "-"), ("kendall", "s", "--")):
-                    v = [r.get(stat + key) for r in rs]
-                    v = [np.nan if x is None else x for x in v]
-                    if np.all(np.isnan(v)):
-                        continue
-                    any_val = True
-                    ax.plot(ep, v, marker=mk, ls=ls, color=f"C{i}", label=f"{stat} — {lab}")
-                if key == "":
-                    for r in rs:
-                        if r["spearman"] is not None:
-                            ax.annotate(f"n={r['n']}", (r["epochs"], r["spearman"]), fontsize=6,
-                                        textcoords="offset points", xytext=(2, 4))
-            if not any_val:
-                _note(ax, "Too few configurations seen at both this level and the reference\n"
-                          "(needs 3 with distinct values).")
-                continue
+        panels = []
+        if any(r["spearman"] is not None for r in rows):
+            panels.append(("", "vs observed target-fidelity runs of the same configurations"))
+        if curves:
+            ref = curves[0]["reference_epochs"]
+            panels.append(("curves", f"within learning curves: epoch e vs epoch {ref} ({curves[0]['n']} trials)"))
+        if any(r.get("spearman_vs_surrogate") is not None for r in rows):
+            panels.append(("_vs_surrogate", "vs the surrogate's target mean (weak: it learned from these runs)"))
+        if not panels:
+            fig, axes = _figure(size=(6.4, 2.6))
+            _note(axes[0, 0], "No measure yet: fewer than 3 configurations were seen at a lower fidelity and "
+                              "at target,\nand fewer than 4 trials ran two epochs or more.")
+            return fig
+        fig, axes = _figure(1, len(panels), size=(4.6 if len(panels) > 2 else 5.4, 4.2))
+        for ax, (key, title) in zip(axes.flat, panels):
+            if key == "curves":
+                ep = [r["epochs"] for r in curves]
+                ax.plot(ep, [r["spearman"] for r in curves], marker="o", color="C0", label="spearman")
+                ax.plot(ep, [r["kendall"] for r in curves], marker="s", ls="--", color="C0", label="kendall")
+            else:
+                for i, (dfr, rs) in enumerate(sorted(groups.items())):
+                    lab = f"data fraction {dfr[0]:.3g}" if dfr[0] == dfr[1] else f"data fraction {dfr[0]:.3g}–{dfr[1]:.3g}"
+                    ep = [r["epochs"] for r in rs]
+                    for stat, mk, ls in (("spearman", "o", "-"), ("kendall", "s", "--")):
+                        v = [r.get(stat + key) for r in rs]
+                        v = [np.nan if x is None else x for x in v]
+                        if not np.all(np.isnan(v)):
+                            ax.plot(ep, v, marker=mk, ls=ls, color=f"C{i}", label=f"{stat} — {lab}")
+                    if key == "":
+                        for r in rs:
+                            if r["spearman"] is not None:
+                                ax.annotate(f"n={r['n']}", (r["epochs"], r["spearman"]), fontsize=6,
+                                            textcoords="offset points", xytext=(2, 4))
             ax.axhline(0, color="0.4", lw=0.8)
             ax.set_ylim(-1.05, 1.05)
             if self.space.iteration_fidelity is not None:
                 _log(ax, "x")
             ax.set_xlabel("epochs at the lower fidelity")
-            ax.set_ylabel("rank correlation with target")
-            ax.set_title(f"vs {title}", fontsize=10)
+            ax.set_ylabel("rank correlation")
+            ax.set_title(title, fontsize=9)
             ax.legend(fontsize=6)
             ax.grid(alpha=0.3)
-        fig.suptitle("Fidelity trust: did cheap runs rank configurations like target-fidelity runs?", fontsize=10)
+        fig.suptitle("Fidelity trust: do cheap runs rank configurations like expensive runs?", fontsize=10)
         return fig
 
     #: section id -> (title, figure method, description) in report order.
     SECTIONS = (
         ("progress", "Best so far against cost", "plot_progress"),
         ("learning_curves", "Learning curves", "plot_learning_curves"),
-        ("slices", "Posterior slices through the incumbent", "plot_slices"),
+        ("slices", "Posterior slices through the recommended configuration", "plot_slices"),
         ("contour", "Contour of the two most influential hyperparameters", "plot_contour"),
         ("fidelity_response", "Fidelity response", "plot_fidelity_response"),
         ("loo", "Leave-one-out cross-validation", "plot_loo"),

@@ -54,6 +54,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=_best)
 
+    # `mfbo inspect DIR` (the report) is mfbo.inspect's; it gets the study loader from here.
+    from mfbo.inspect._cli import register as register_inspect
+
+    register_inspect(subparsers, load_study=_load_readonly)
+
+
+def _load_readonly(directory):
+    from mfbo.study._study import Study
+
+    return Study.load(directory, readonly=True)
+
 
 def _progress_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress on stderr (study.log still gets it)")

@@ -94,7 +94,8 @@ def view(stored_run):
 
 @pytest.fixture(scope="session")
 def study_report(tmp_path_factory):
-    """A real tiny study (mfbo.Study, synthetic two-fidelity problem), then ``mfbo inspect DIR --out --json``.
+    """A real tiny study (mfbo.Study, synthetic two-fidelity problem, final retraining at target fidelity),
+    then ``mfbo inspect DIR --out --json``.
 
     Returns:
         dict with ``study_dir``, ``out`` (report directory), ``numbers`` (the --json output),
@@ -108,7 +109,7 @@ def study_report(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("study")
     problem = get_problem("learning_curve", seed=0, max_epochs=9)
     study_dir = tmp / "study"
-    study = Study.create(study_dir, objective=problem, space=problem.space, budget_ffe=0.15, seed=0, final=False,
+    study = Study.create(study_dir, objective=problem, space=problem.space, budget_ffe=0.15, seed=0, final=True,
                          optimizer_options={"n_initial": 6, "raw_samples": 64, "num_restarts": 1})
     study.run(progress=False)
     n_done = sum(t.status == "completed" for t in Study.load(study_dir).trials)

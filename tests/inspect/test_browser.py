@@ -1,4 +1,5 @@
-"""The HTML report opens in headless Chromium with no console messages and every image decoded."""
+"""The HTML report opens in headless Chromium with no console messages, every image decoded and its
+summary on the first screen."""
 
 from __future__ import annotations
 
@@ -15,9 +16,11 @@ pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="Chromium not installed
                                                           "Debian's chromium package)")
 
 
-def open_in_chromium(html: Path, profile: Path) -> tuple[dict, list[str]]:
-    """Load ``html`` headless; return the <body> attributes after load and the page's console lines."""
+def open_in_chromium(html: Path, profile: Path, window: str = "1280,1000") -> tuple[dict, list[str]]:
+    """Load ``html`` headless in a ``window`` (CSS px, "width,height") window; return the <body>
+    attributes after load and the page's console lines."""
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           f"--window-size={window}",
            "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={profile}",
            "--enable-logging=stderr", "--v=0", "--virtual-time-budget=10000", "--dump-dom", html.resolve().as_uri()]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
@@ -48,3 +51,18 @@ def test_the_check_catches_a_broken_page(tmp_path):
     attrs, console = open_in_chromium(bad, tmp_path / "profile")
     assert any("undefinedFunction" in ln for ln in console)
     assert attrs.get("data-images-total") == "1" and attrs.get("data-images-loaded") == "0"
+
+
+@pytest.mark.parametrize("window", ["1280,1000", "1024,768"])
+def test_the_summary_is_the_first_screen(study_report, tmp_path, window):
+    """What to use, how good, how sure, what matters and fidelity trust: all above 1000 px."""
+    attrs, console = open_in_chromium(study_report["html"], tmp_path / "profile", window=window)
+    assert console == []
+    # The page is laid out at the window's width (the height left for it is less: browser frame).
+    assert attrs.get("data-viewport", "").split("x")[0] == window.split(",")[0]
+    assert int(attrs["data-summary-top"]) < 150
+    assert int(attrs["data-summary-bottom"]) <= 1000, attrs
+    html = study_report["html"].read_text()
+    summary = html[html.index("<div id='summary'>"): html.index("<nav>")]
+    for card in ("card-config", "card-quality", "card-certainty", "card-importance", "card-trust", "card-search"):
+        assert f"id='{card}'" in summary, card

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import sqlite3
 
@@ -63,7 +64,8 @@ def test_inspect_a_stored_study_end_to_end(study_report):
 
     assert study_report["n_completed"] >= 3
     numbers = study_report["numbers"]
-    assert set(numbers) == {"summary", "importance", "loo", "fidelity_trust", "prior_posterior", "trials"}
+    assert set(numbers) == {"summary", "importance", "loo", "fidelity_trust", "curve_trust", "fidelity_trust_headline",
+                            "prior_posterior", "trials"}
     assert len(numbers["trials"]["rows"]) == len(_study_trials(study_report["study_dir"]))
     assert "<section id='trials'>" in study_report["html"].read_text()
     assert numbers["summary"]["status"]["completed"] == study_report["n_completed"]
@@ -82,3 +84,53 @@ def test_inspect_a_stored_study_end_to_end(study_report):
     assert "coverage of nominal 95% intervals" in html
     # The study directory itself is untouched by the report (it went to --out).
     assert not (study_report["study_dir"] / "inspect").exists()
+
+
+def test_the_report_recommends_what_mfbo_best_gives(study_report):
+    """The recommended configuration is best.json's, and its final retraining counts as a target run."""
+    best = json.loads((study_report["study_dir"] / "best.json").read_text())
+    assert best["final"] is True
+    s = study_report["numbers"]["summary"]
+    assert s["incumbent_source"] == "final" and s["incumbent"] == best["params"]
+    assert s["n_final"] == 1 and s["final"]["observed"] == pytest.approx(best["validation_value"])
+    html = study_report["html"].read_text()
+    summary = html[html.index("<div id='summary'>"): html.index("<nav>")]
+    assert "Use this configuration" in summary and "+ 1 final retraining" in summary
+    for name, value in best["params"].items():
+        shown = f"{value:.4g}" if isinstance(value, float) else str(value)
+        assert f"<td>{name}</td><td><b>{shown}" in summary, name
+    r = run_mfbo("best", str(study_report["study_dir"]), "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["params"] == s["incumbent"]
+
+
+def test_sobol_first_order_does_not_exceed_total_on_a_study(study_report):
+    imp = study_report["numbers"]["importance"]
+    assert set(imp["sobol_first_se"]) == set(imp["sobol_total"])
+    for n, total in imp["sobol_total"].items():
+        err = math.hypot(imp["sobol_first_se"][n], imp["sobol_total_se"][n])
+        assert imp["sobol_first"][n] <= total + 3 * err, (n, imp)
+
+
+def test_an_unwritable_output_directory_is_one_clear_line(study_report, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    r = run_mfbo("inspect", str(study_report["study_dir"]), "--out", str(blocker / "report"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "cannot write the report to" in lines[0] and "--out" in lines[0], r.stderr
+
+
+def test_without_a_final_retraining_the_report_recommends_what_the_optimiser_does(study_report, tmp_path):
+    import shutil
+
+    from mfbo import Study
+
+    running = tmp_path / "running"
+    shutil.copytree(study_report["study_dir"], running)
+    (running / "best.json").unlink()
+    r = run_mfbo("inspect", str(running), "--out", str(tmp_path / "rep"), "--json")
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout)["summary"]
+    assert s["incumbent_source"] == "optimizer" and s["n_final"] == 0 and s["test"] is None
+    assert s["incumbent"] == Study.load(running, readonly=True).optimizer().recommend()
+    assert "No held-out test yet" in (tmp_path / "rep" / "report.html").read_text()

@@ -161,3 +161,106 @@ def test_incumbent_is_the_pessimistic_best_evaluated_configuration(stored_run):
     # the lowest mean is unsure: the most certain of the rest wins (mean + sd, like the optimiser)
     expected = min(xs[1:], key=lambda x: abs(x - 0.5))
     assert inc["x"] == pytest.approx(expected) and inc["x"] != unsure
+
+
+def _visible_labels(ax, axis: str) -> list[str]:
+    """Tick labels drawn inside the view interval of one axis (after a draw)."""
+    ax.figure.canvas.draw()
+    a = ax.xaxis if axis == "x" else ax.yaxis
+    lo, hi = sorted(a.get_view_interval())
+    return [t.get_text() for t in a.get_ticklabels() if t.get_text() and lo <= t.get_position()[0 if axis == "x"
+                                                                                               else 1] <= hi]
+
+
+@pytest.mark.parametrize("lo,hi", [(0.03, 0.08), (0.2, 0.5), (1.5, 2.5), (0.0301, 0.0305), (1e-5, 0.1), (1, 27)])
+def test_log_axes_carry_at_least_three_tick_labels(lo, hi):
+    from mfbo.inspect._view import _figure, _log
+
+    fig, axes = _figure()
+    ax = axes[0, 0]
+    ax.plot([lo, hi], [lo, hi])
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    _log(ax, "x")
+    _log(ax, "y")
+    for axis in ("x", "y"):
+        labels = _visible_labels(ax, axis)
+        assert 3 <= len(labels) <= 10, (lo, hi, labels)
+        assert all(float(v) > 0 for v in labels)
+
+
+def test_integer_hyperparameters_are_drawn_at_whole_numbers(view):
+    fig = view.plot_slices()
+    ax = next(a for a in fig.axes if a.get_xlabel() == "layers")
+    fig.canvas.draw()
+    ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+    assert len(ticks) >= 2 and all(float(t).is_integer() for t in ticks)
+    # The posterior is evaluated at the four whole numbers of [1, 4] only.
+    xs = np.concatenate([line.get_xdata() for line in ax.lines if len(line.get_xdata()) > 2])
+    assert set(np.unique(xs)) == {1, 2, 3, 4}
+
+
+def _best_json(params: dict, *, baselines: bool = True) -> dict:
+    best = {"params": params, "final": True, "fidelity": {"data_fraction": 1.0, "epochs": 27},
+            "validation_curve": [0.2, 0.1], "validation_value": 0.1,
+            "test_metrics": {"energy_mae": 1.2, "energy_mae_per_atom": 0.02, "force_mae": 0.15,
+                             "force_mae_free": 0.12}}
+    if baselines:
+        best["test_baselines"] = {"n_images": 60,
+                                  "linear_fit": {"energy_mae": 2.4, "energy_mae_per_atom": 0.04},
+                                  "mean_energy": {"energy_mae": 12.0, "energy_mae_per_atom": 0.2},
+                                  "zero_forces": {"force_mae": 0.5, "force_mae_free": None}}
+    return best
+
+
+def test_the_retrained_configuration_is_the_recommendation_with_its_test_against_baselines(stored_run, tmp_path):
+    from mfbo.inspect import build_report
+
+    space, trials, surrogate, prior = stored_run
+    done = [t for t in trials if t.status == "completed"]
+    # Not the view's own pick: the retrained configuration is the one reported.
+    own = SurrogateView(space, trials, surrogate, prior).incumbent
+    chosen = next(t.params for t in done if t.params != own)
+    v = SurrogateView(space, trials, surrogate, prior, objective_name="validation energy MAE (eV/atom)",
+                      final=_best_json({**chosen, "unused": 1}))
+    assert v.incumbent == chosen and v.incumbent_source == "final"
+    s = v.summary()
+    assert s["incumbent"] == chosen and s["n_final"] == 1
+    assert s["final"]["observed"] == 0.1 and s["final"]["lower"] < s["final"]["upper"]
+    rows = {r["metric"]: r for r in s["test"]["rows"]}
+    assert rows["energy_mae_per_atom"]["baselines"]["linear_fit"]["ratio"] == pytest.approx(0.5)
+    assert rows["energy_mae"]["baselines"]["mean_energy"]["ratio"] == pytest.approx(0.1)
+    assert rows["force_mae"]["baselines"]["zero_forces"]["ratio"] == pytest.approx(0.3)
+    assert rows["force_mae_free"]["baselines"] == {}  # a null baseline is left out, not a failure
+    html = build_report(v, tmp_path / "rep")["html"]
+    text = open(html, encoding="utf-8").read()
+    summary = text[text.index("<div id='summary'>"): text.index("<nav>")]
+    assert "better than per-element linear fit" in summary and "0.50×" in summary and "(eV/atom)" in summary
+    # Without baselines (an older best.json) the test errors are still shown, with no ratio.
+    v.set_recommendation(final=_best_json(chosen, baselines=False))
+    assert all(r["baselines"] == {} for r in v.test_comparison()["rows"])
+    text = open(build_report(v, tmp_path / "rep2")["html"], encoding="utf-8").read()
+    assert "no <code>test_baselines</code>" in text
+    # A best.json of another space is ignored: the view falls back to the optimiser's pick, then its own.
+    v.set_recommendation(done[0].params, final=_best_json({"other": 1.0}))
+    assert v.incumbent == done[0].params and v.incumbent_source == "optimizer"
+    v.set_recommendation(None)
+    assert v.incumbent == own and v.incumbent_source == "surrogate" and v.summary()["test"] is None
+
+
+def test_a_recommendation_on_the_edge_of_the_space_is_flagged(stored_run, tmp_path):
+    from mfbo.inspect import build_report
+
+    space, trials, surrogate, prior = stored_run
+    params = {"x": 0.001, "lr": 1e-3, "layers": 4, "act": "tanh"}
+    v = SurrogateView(space, trials, surrogate, prior, recommendation=params)
+    assert {b["name"]: b["side"] for b in v.summary()["on_bounds"]} == {"x": "lower", "layers": "upper"}
+    text = open(build_report(v, tmp_path / "rep")["html"], encoding="utf-8").read()
+    assert "On the edge of the searched range" in text and "x = 0.001 (lower end of [0, 1])" in text
+
+
+def test_sobol_first_order_does_not_exceed_total_on_a_fitted_surrogate(view):
+    imp = view.importance()
+    for n, total in imp["sobol_total"].items():
+        err = math.hypot(imp["sobol_first_se"][n], imp["sobol_total_se"][n])
+        assert imp["sobol_first"][n] <= total + 3 * err, (n, imp)
