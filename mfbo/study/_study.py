@@ -660,7 +660,9 @@ class _Driver:
         (self.dir / "results").mkdir(exist_ok=True)
         cfg = self.cfg
         self.launcher = self.study._launcher or make_launcher(cfg.executor, cfg.workers, cfg.dask,
-                                                              preload=self._preload())
+                                                              preload=self._preload(), state_dir=self.dir)
+        for msg in getattr(self.launcher, "messages", ()):
+            self.log.info("%s", msg)
         if self.progress:
             from tqdm import tqdm
 
