@@ -205,3 +205,24 @@ def test_slurm_cancelled_worker_job_fails_its_trial_with_the_reason(tmp_path, jo
     assert st["status"] == "finished"
     assert wait_for(lambda: not _jobs(job_name), 60, 0.5), _jobs(job_name)
     assert not (d / JOBS_FILE).exists()
+
+
+def test_slurm_refused_job_options_are_one_line_before_any_job(tmp_path, job_name):
+    study = _study(tmp_path, job_name)
+    text = study.read_text().replace('cores = 1', 'cores = 1\nqueue = "no-such-partition"')
+    study.write_text(text)
+    r = run_cli("run", study, "--no-progress", cwd=tmp_path, timeout=HANG_S)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "SLURM refuses the worker job" in ln]
+    assert len(lines) == 1 and "no-such-partition" in lines[0], r.stderr[-3000:]
+    assert not _jobs(job_name)
+
+
+def test_dask_slurm_without_sbatch_is_one_line(tmp_path):
+    study = _study(tmp_path, "mfbo-test-no-sbatch")
+    env = cli_env(PATH=str(tmp_path / "empty-bin"))  # no sbatch there
+    r = run_cli("run", study, "--no-progress", cwd=tmp_path, env=env, timeout=HANG_S)
+    assert r.returncode != 0
+    assert "Traceback" not in r.stderr
+    assert "submits worker jobs with 'sbatch', which is not on PATH" in r.stderr, r.stderr[-3000:]
