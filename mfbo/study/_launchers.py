@@ -319,7 +319,7 @@ class DaskLauncher(Launcher):
         if live:
             self._cancel_jobs(live)
             self.messages.append(f"cancelled {len(live)} {self._label} worker job(s) left by an earlier driver: "
-                                 f"{', '.join(live)}")
+                                 f"{', '.join(sorted(live, key=lambda j: (len(j), j)))}")
         if ids:
             self._jobs_file.unlink(missing_ok=True)
 

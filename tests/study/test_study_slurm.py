@@ -144,7 +144,9 @@ def test_slurm_kill9_driver_with_jobs_queued_then_running_then_resume(tmp_path, 
     # 1. kill -9 while the worker jobs are queued
     proc = _start(tmp_path, ["run", study], "queued")
     try:
-        assert wait_for(lambda: proc.poll() is not None or len(_jobs(job_name)) >= 2, HANG_S, 0.2)
+        # the driver records a job's id right after sbatch returns: wait for the record, then the queue
+        assert wait_for(lambda: proc.poll() is not None or ((d / JOBS_FILE).exists() and len(_recorded_jobs(d)) >= 2
+                                                            and len(_jobs(job_name)) >= 2), HANG_S, 0.2)
         queued = _jobs(job_name)
         _kill9(proc)
     finally:
@@ -164,7 +166,8 @@ def test_slurm_kill9_driver_with_jobs_queued_then_running_then_resume(tmp_path, 
         _kill9(proc)
     assert "RUNNING" in running.values(), running
     log = (d / "study.log").read_text()
-    assert f"left by an earlier driver: {', '.join(sorted(queued, key=int))}" in log
+    said = [ln for ln in log.splitlines() if "left by an earlier driver" in ln]
+    assert len(said) == 1 and sorted(said[0].split(": ")[-1].split(", ")) == sorted(queued), said
 
     # 3. resume to the end: the running jobs are cancelled, the hung trial is abandoned, the study finishes
     r = run_cli("resume", d, "--no-progress", cwd=tmp_path, timeout=HANG_S)
