@@ -69,7 +69,8 @@ def job_name():
 
 
 def _study(tmp_path: Path, name: str, *, workers: int = 2, budget_ffe: float = 0.25, options: dict | None = None,
-           extra_directives: list[str] | None = None, max_failure_rate: float = 0.3) -> Path:
+           extra_directives: list[str] | None = None, max_failure_rate: float = 0.3,
+           trial_timeout: float | None = None) -> Path:
     dask_options = {
         "cores": 1, "processes": 1, "memory": "1GB", "walltime": "00:15:00", "interface": "lo",
         "job_name": name, "log_directory": str(tmp_path / "job-logs"),
@@ -77,9 +78,12 @@ def _study(tmp_path: Path, name: str, *, workers: int = 2, budget_ffe: float = 0
     }
     if extra_directives:
         dask_options["job_extra_directives"] = extra_directives
+    execution = {"executor": "dask", "max_failure_rate": max_failure_rate,
+                 "dask": {"cluster": "slurm", "options": dask_options}}
+    if trial_timeout is not None:
+        execution["trial_timeout"] = trial_timeout
     return write_study(tmp_path / "slurm.toml", budget_ffe=budget_ffe, workers=workers, options=options,
-                       execution={"executor": "dask", "max_failure_rate": max_failure_rate,
-                                  "dask": {"cluster": "slurm", "options": dask_options}})
+                       execution=execution)
 
 
 def _rows(d: Path) -> dict[int, dict]:
@@ -208,6 +212,22 @@ def test_slurm_cancelled_worker_job_fails_its_trial_with_the_reason(tmp_path, jo
     assert st["status"] == "finished"
     assert wait_for(lambda: not _jobs(job_name), 60, 0.5), _jobs(job_name)
     assert not (d / JOBS_FILE).exists()
+
+
+def test_slurm_trial_timeout_counts_on_the_worker_and_cancels_its_job(tmp_path, job_name):
+    calls = tmp_path / "calls"
+    # the jobs wait 8 s in the queue, longer than the 6 s timeout; call 0 of the objective hangs
+    study = _study(tmp_path, job_name, options={"delay": 0.2, "script_dir": str(calls), "script": {"0": "hang"}},
+                   extra_directives=["--begin=now+8"], trial_timeout=6, max_failure_rate=0.6)
+    r = run_cli("run", study, "--no-progress", cwd=tmp_path, timeout=HANG_S)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = _rows(tmp_path / "run")
+    failed = [row for row in rows.values() if row["status"] == "failed"]
+    assert len(failed) == 1, rows  # only the hung trial: the time in the queue did not count
+    assert failed[0]["error"].startswith("timed out after 6 s (execution.trial_timeout)"), failed[0]["error"]
+    assert "and its worker's SLURM job" in failed[0]["error"], failed[0]["error"]
+    assert sum(row["status"] == "completed" for row in rows.values()) >= 3
+    assert wait_for(lambda: not _jobs(job_name), 60, 0.5), _jobs(job_name)
 
 
 def test_slurm_refused_job_options_are_one_line_before_any_job(tmp_path, job_name):
