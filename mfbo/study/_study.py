@@ -805,7 +805,9 @@ class _Driver:
         (self.dir / "results").mkdir(exist_ok=True)
         cfg = self.cfg
         self.launcher = self.study._launcher or make_launcher(cfg.executor, cfg.workers, cfg.dask,
-                                                              preload=self._preload())
+                                                              preload=self._preload(), state_dir=self.dir)
+        for msg in getattr(self.launcher, "messages", ()):
+            self.log.info("%s", msg)
         if self.progress and sys.stderr.isatty():  # otherwise plain lines (_show), readable in batch logs
             from tqdm import tqdm
 

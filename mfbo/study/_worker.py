@@ -99,6 +99,7 @@ def _base_record(spec: dict) -> dict:
     return {
         "trial_id": spec["trial_id"], "kind": spec.get("kind", "trial"), "params": spec["params"],
         "data_fraction": spec["data_fraction"], "epochs": spec["epochs"], "pid": os.getpid(),
+        "batch_job": os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID"),
         "versions": package_versions(), "started_at": time.time(),
     }
 

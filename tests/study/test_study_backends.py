@@ -65,3 +65,18 @@ def test_dask_local_cluster_study(tmp_path):
     assert (tmp_path / "run" / "best.json").is_file()
     recs = [json.loads(p.read_text()) for p in (tmp_path / "run" / "results").glob("trial_*.json")]
     assert len(recs) == result["trials"]["completed"]
+
+
+def test_dask_worker_killed_fails_its_trial_once(tmp_path):
+    # the first objective call kills its worker process (like an OOM kill): that trial fails with the
+    # reason, and is not run again on another worker
+    objective = Synth(delay=0.02, script_dir=str(tmp_path / "calls"), script={0: "sigkill"})
+    study = Study.create(tmp_path / "run", objective, {**SPACE, **FIDELITY}, budget_ffe=0.15, workers=2,
+                         executor="dask", dask={"cluster": "local", "options": {"processes": True}},
+                         optimizer_options=FAST_OPTIMIZER, python_path=[HERE], max_failure_rate=0.6)
+    result = study.run(progress=False)
+    assert result["status"] == "finished"
+    rows = [r for r in study.trial_rows() if r["status"] == "failed"]
+    assert len(rows) == 1 and "Dask worker running the trial" in rows[0]["error"], rows
+    recs = [json.loads(p.read_text()) for p in (tmp_path / "run" / "results").glob("trial_*.json")]
+    assert rows[0]["trial_id"] not in {rec["trial_id"] for rec in recs}
