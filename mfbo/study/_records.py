@@ -19,15 +19,20 @@ __all__ = ["write_json_atomic", "write_json_new", "read_json", "result_path", "p
 _VERSIONED = ("mfbo", "torch", "ax-platform", "botorch", "gpytorch", "numpy", "ase")
 
 
-def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
-    """Write ``obj`` as JSON to ``path`` atomically (temporary file + fsync + os.replace)."""
-    path = Path(path)
+def _write_synced_tmp(path: Path, obj: Any) -> Path:
+    """``obj`` as JSON in a temporary file beside ``path``, flushed to disk; returns the temporary path."""
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "w") as fh:
         json.dump(obj, fh, indent=1, default=str)
         fh.flush()
         os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    return tmp
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write ``obj`` as JSON to ``path`` atomically (temporary file + fsync + os.replace)."""
+    path = Path(path)
+    os.replace(_write_synced_tmp(path, obj), path)
 
 
 def write_json_new(path: str | os.PathLike, obj: Any) -> None:
@@ -37,11 +42,7 @@ def write_json_new(path: str | os.PathLike, obj: Any) -> None:
         FileExistsError: ``path`` exists (it is left unchanged).
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh, indent=1, default=str)
-        fh.flush()
-        os.fsync(fh.fileno())
+    tmp = _write_synced_tmp(path, obj)
     try:
         os.link(tmp, path)  # atomic, and refuses to replace an existing file
     finally:
