@@ -38,19 +38,15 @@ sys.path.insert(0, str(REPO))
 
 from mfbo.objectives._amptorch_config import build_amptorch_config, config_to_jsonable  # noqa: E402
 from mfbo.objectives._amptorch_env import find_python, run_worker  # noqa: E402
-from mfbo.training import TrainConfig, split_train_val  # noqa: E402
+from mfbo.training import PRESETS, TrainConfig, split_train_val  # noqa: E402
 
 SIGMAS = [0.2, 0.69, 1.1, 1.66, 2.66]
 AMPTORCH_SEED_CONFIG = dict(
+    PRESETS["amptorch"],
     fp_scheme="gmp",
     fp_params={"MCSHs": {"0": {"groups": [1], "sigmas": SIGMAS}, "1": {"groups": [1], "sigmas": SIGMAS},
                          "2": {"groups": [1, 2], "sigmas": SIGMAS}}, "cutoff": 8.0},
-    num_layers=3, num_nodes=10, activation="tanh", batchnorm=True, dropout=0.0, lr=1e-3, weight_decay=0.0,
-    scheduler="none", batch_size=16, force_coefficient=0.01, loss="mse", get_forces=True,
-    feature_scaling="normalize", feature_range=(0.0, 1.0), feature_scaling_per_element=True, dtype="float64",
-    seed=1, val_fraction=0.2,
-    # the built-in trainer's switches set to AMPTorch's behaviour
-    target_scaling="amptorch", force_loss_atoms="all", batchnorm_stats="standard",
+    dropout=0.0, weight_decay=0.0, get_forces=True, dtype="float64", seed=1, val_fraction=0.2,
 )
 
 

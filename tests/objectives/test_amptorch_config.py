@@ -178,7 +178,7 @@ def test_smaller_fractions_are_nested_in_larger_ones():
 def test_export_mode_json_round_trip_and_explicit_atom_gaussians(tmp_path):
     fp_params = {"MCSHs": {"orders": [0, 1], "sigmas": [0.5, 1.0]}, "cutoff": 5.0, "solid_harmonics": True,
                  "atom_gaussians": {"Cu": "/data/Cu.g"}}
-    base = TrainConfig(fp_scheme="gmpordernorm", fp_params=fp_params, dtype="float32")
+    base = TrainConfig(fp_scheme="gmpordernorm", fp_params=fp_params, dtype="float32", activation="tanh")
     config = build_amptorch_config({"lr": 0.01}, base, raw_data="/data/train.traj")
     _check_keys_and_types(config, with_elements=False)
     assert config["dataset"]["raw_data"] == "/data/train.traj"
