@@ -2,8 +2,10 @@
 
 The defaults are chosen for the potential they give, measured on the mlearn Si/Mo and OC20 data
 (``analysis/bench_potential_quality.py``): no batch norm (batch statistics of bulk cells whose atoms
-are all equivalent are degenerate), a wider SiLU network, a force term that carries real weight,
-a cosine learning-rate schedule with warm-up, and the weights of the best validation epoch kept.
+are all equivalent are degenerate), a 2 x 64 tanh network, small batches (8 images), a force term
+weighted 0.1 (forces carry 3N labels per image against one energy), Adam at 5e-3 with a cosine
+schedule and warm-up, and the weights of the best validation epoch kept. On the mlearn Si test set,
+100 epochs of these give about 7 meV/atom and 0.13 eV/Å (the released NNP: 5.6 and 0.11).
 AMPTorch's exact seed configuration is the preset ``"amptorch"`` (:func:`preset`), used to transfer
 a configuration to AMPTorch.
 """
@@ -146,12 +148,12 @@ class TrainConfig:
     fp_scheme: str = "gmp"
     fp_params: dict = field(default_factory=default_fp_params)
     num_layers: int = 2
-    num_nodes: int = 32
-    activation: str = "silu"
+    num_nodes: int = 64
+    activation: str = "tanh"
     batchnorm: bool = False
     dropout: float = 0.0
     batchnorm_stats: str = "auto"
-    lr: float = 3e-3
+    lr: float = 5e-3
     weight_decay: float = 0.0
     scheduler: str = "cosine"
     scheduler_gamma: float = 0.5
@@ -159,9 +161,9 @@ class TrainConfig:
     scheduler_patience: int = 10
     min_lr_ratio: float = 0.01
     warmup_epochs: int = 3
-    batch_size: int = 16
+    batch_size: int = 8
     epochs: int = 100
-    force_coefficient: float = 1.0
+    force_coefficient: float = 0.1
     loss: str = "mse"
     huber_delta: float = 1.0
     get_forces: bool = True
