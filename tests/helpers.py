@@ -51,7 +51,7 @@ def water_study(path: Path, *, backend: str = "builtin", name: str | None = None
         train: ``data.train``; ``data`` adds or overrides other ``[data]`` fields (test, subsample, ...).
         options: ``objective.options`` (e.g. the amptorch backend's ``python``).
         metric: ``objective.metric`` (None: the backend's default).
-        base_config: ``objective.base_config`` (default: batch size 8 and :data:`TINY_FP`).
+        base_config: ``objective.base_config`` (default: batch size 8 and :data:`TINY_FP`; ``{}``: none).
         space: the ``[space]`` table (default: learning rate and width).
         priors: ``priors.files``; ``optimizer``: ``optimizer.options`` (None: the defaults).
     """
@@ -62,7 +62,9 @@ def water_study(path: Path, *, backend: str = "builtin", name: str | None = None
         objective["metric"] = metric
     if options:
         objective["options"] = options
-    objective["base_config"] = {"batch_size": 8, "fp_params": TINY_FP} if base_config is None else base_config
+    base_config = {"batch_size": 8, "fp_params": TINY_FP} if base_config is None else base_config
+    if base_config:
+        objective["base_config"] = base_config
     doc: dict = {
         "study": {"name": name or path.stem, "output": "run", "seed": seed},
         "data": {"train": train, **(data or {})},

@@ -1,17 +1,15 @@
 """`mfbo train CONFIG` in a subprocess."""
 
 import json
-import subprocess
-import sys
 
+from tests.helpers import run_cli
 from tests.training.conftest import SMALL_FP, needs_fingerprints
 
 pytestmark = needs_fingerprints
 
 
 def _run(*args, cwd):
-    return subprocess.run([sys.executable, "-m", "mfbo.cli", "train", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return run_cli("train", *args, cwd=cwd, timeout=300)
 
 
 def test_train_cli_toml_writes_model_and_record(tmp_path):
