@@ -19,6 +19,7 @@ from mfbo.errors import MfboError
 from mfbo.inspect import _analysis as A
 from mfbo.inspect._model import ModelAccess
 from mfbo.optimize import SearchSpace
+from mfbo.training._baselines import is_error_scale
 
 __all__ = ["SurrogateView", "InspectError"]
 
@@ -427,7 +428,8 @@ class SurrogateView:
 
         Returns:
             ``{"n_images", "rows": [{"metric", "label", "unit", "model", "baselines": {name: {"label",
-            "value", "ratio"}}}]}`` (ratio = model / baseline, < 1 means better than the baseline), or
+            "value", "ratio"}}}]}`` (ratio = model / baseline, < 1 means better than the baseline; None
+            for a baseline without error, see :func:`mfbo.training._baselines.is_error_scale`), or
             None without test metrics. Baselines are optional: a ``best.json`` without
             ``test_baselines`` gives rows with empty ``baselines``.
         """
@@ -445,7 +447,7 @@ class SurrogateView:
             for b in names:
                 bv = A.finite_or_none((base.get(b) or {}).get(key)) if isinstance(base.get(b), Mapping) else None
                 if bv is not None:
-                    bl[b] = {"label": self.BASELINES[b], "value": bv, "ratio": v / bv if bv > 0 else None}
+                    bl[b] = {"label": self.BASELINES[b], "value": bv, "ratio": v / bv if is_error_scale(bv) else None}
             rows.append({"metric": key, "label": label, "unit": unit, "model": v, "baselines": bl})
         return {"n_images": base.get("n_images"), "rows": rows} if rows else None
 

@@ -152,7 +152,7 @@ def plan_study(
     import ase.io
 
     from mfbo.priors import derive_gmp_prior
-    from mfbo.training._baselines import LabelSet, baseline_metrics, unseen_elements
+    from mfbo.training._baselines import LabelSet, baseline_metrics, is_error_scale, unseen_elements
 
     out = Path(out)
     if not wall_time > 0:
@@ -198,16 +198,28 @@ def plan_study(
     base = baseline_metrics(labels, labels)
     e_base = base["linear_fit"]["energy_mae_per_atom"]
     f_base = base["zero_forces"]["force_mae_free"] if forces else None
-    if forces and f_base:
+    e_ok, f_ok = is_error_scale(e_base), forces and is_error_scale(f_base)
+    if e_ok and f_ok:
         metric = {"val_energy_mae_per_atom": _sig(0.5 / e_base), "val_force_mae_free": _sig(0.5 / f_base)}
         reasons.append(
             f"objective: validation energy and force errors, each over its trivial baseline on this data "
             f"(linear fit {e_base * 1000:.3g} meV/atom, zero forces {f_base:.3g} eV/Å), averaged: 1 = no better "
             "than the baselines"
         )
-    else:
+    elif e_ok:
         metric = {"val_energy_mae_per_atom": _sig(1.0 / e_base)}
-        reasons.append("objective: validation energy error over the linear-fit baseline (the data has no forces)")
+        why = "the data has no forces" if not forces else "its forces are all zero"
+        reasons.append(f"objective: validation energy error over the linear-fit baseline ({why})")
+    elif f_ok:
+        metric = {"val_force_mae_free": _sig(1.0 / f_base)}
+        reasons.append("objective: validation force error over the zero-force baseline (the energies are exactly "
+                       "a per-element constant times the atom counts)")
+    else:
+        raise DataError(
+            f"training data {train_path}: the energies are exactly a per-element constant times the atom counts "
+            "and there are no nonzero forces, so there is nothing for a potential to learn; check that the file "
+            "holds DFT energies and forces"
+        )
 
     per_epoch, per_fp = _probe(pool, forces, seed)
     n_train = int(len(pool) * 0.9)

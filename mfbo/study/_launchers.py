@@ -109,11 +109,12 @@ class LocalLauncher(Launcher):
         self._ctx = mp.get_context("forkserver")
         self._ctx.set_forkserver_preload(list(preload if preload is not None else _PRELOAD))
         self._procs: dict[Any, tuple[Any, dict, float, float | None]] = {}
+        self._limits: dict[Any, str] = {}  # key -> the study-file field that set its time limit
 
     def submit(self, key, fn, spec, timeout=None, limit="execution.trial_timeout"):
-        self.__dict__.setdefault("_limits", {})[key] = limit
         if key in self._procs:
             raise LauncherError(f"submission {key!r} is already running")
+        self._limits[key] = limit
         proc = self._ctx.Process(target=fn, args=(spec,), name=f"mfbo-trial-{key}")
         proc.start()
         self._procs[key] = (proc, spec, time.monotonic(), timeout)
@@ -131,7 +132,7 @@ class LocalLauncher(Launcher):
                     del self._procs[key]
                     rec = _read_result(spec)
                     out.append(Outcome(key, rec, None if rec else
-                                       f"timed out after {timeout:g} s ({self.__dict__.get('_limits', {}).get(key, 'execution.trial_timeout')}); worker killed"))
+                                       f"timed out after {timeout:g} s ({self._limits[key]}); worker killed"))
                 continue
             proc.join()
             del self._procs[key]
@@ -210,6 +211,7 @@ class DaskLauncher(Launcher):
         self._jobs = 0
         self._last_watch = self._last_rescale = 0.0
         self._futs: dict[Any, _Task] = {}
+        self._limits: dict[Any, str] = {}  # key -> the study-file field that set its time limit
         self._cancel_command: list[str] = []
         #: what the launcher did that the study log should say (e.g. leftover jobs cancelled)
         self.messages: list[str] = []
@@ -399,7 +401,7 @@ class DaskLauncher(Launcher):
 
     # -- the Launcher interface ---------------------------------------------------------------
     def submit(self, key, fn, spec, timeout=None, limit="execution.trial_timeout"):
-        self.__dict__.setdefault("_limits", {})[key] = limit
+        self._limits[key] = limit
         fut = self.client.submit(fn, spec, pure=False, key=f"mfbo-{key}-{os.getpid()}-{time.time_ns()}")
         self._futs[key] = _Task(fut, spec, timeout)
 
@@ -417,7 +419,7 @@ class DaskLauncher(Launcher):
                     fut.cancel()
                     del self._futs[key]
                     job = self._stop_worker(task)
-                    out.append(Outcome(key, None, f"timed out after {timeout:g} s ({self.__dict__.get('_limits', {}).get(key, 'execution.trial_timeout')}); Dask task "
+                    out.append(Outcome(key, None, f"timed out after {timeout:g} s ({self._limits[key]}); Dask task "
                                                   "cancelled" + (f" and its worker's {self._label} job {job} cancelled"
                                                                  if job else "")))
                 continue

@@ -132,6 +132,22 @@ def check_images(config: StudyConfig, field_name: str, path: Path, images: Seque
             raise _field_error(config, field_name, f"element {el} (first in image {i} of {path}): {exc}") from None
 
 
+def _read_set(config: StudyConfig, field_name: str, path: Path, base: Any, sub_field: str,
+              subsample: int | None, seed: int) -> list:
+    """Read and check the images of study-file field ``field_name`` and draw the seeded subsample
+    that field ``sub_field`` asks for.
+
+    Raises:
+        StudyFileError: naming the field (unreadable file, bad image, a subsample larger than the file).
+    """
+    images = _read_images(config, field_name, path)
+    check_images(config, field_name, path, images, base)
+    if subsample is not None and subsample > len(images):
+        raise _field_error(config, sub_field, f"{subsample} images asked for, but {path} holds {len(images)}; "
+                                              f"remove it or choose at most {len(images)}")
+    return _subsample(images, subsample, seed)
+
+
 def load_split(config: StudyConfig, base: Any = None) -> dict[str, list | None]:
     """Read, check and split the study's data in memory (nothing is written).
 
@@ -145,13 +161,7 @@ def load_split(config: StudyConfig, base: Any = None) -> dict[str, list | None]:
     out: dict[str, list | None] = {"train": None, "val": None, "test": None}
     if config.train is None:
         return out
-    images = _read_images(config, "data.train", config.train)
-    check_images(config, "data.train", config.train, images, base)
-    if config.subsample is not None and config.subsample > len(images):
-        raise _field_error(config, "data.subsample", f"{config.subsample} images asked for, but {config.train} "
-                                                     f"holds {len(images)}; remove it or choose at most "
-                                                     f"{len(images)}")
-    images = _subsample(images, config.subsample, config.seed)
+    images = _read_set(config, "data.train", config.train, base, "data.subsample", config.subsample, config.seed)
     perm = np.random.default_rng(config.seed + 1).permutation(len(images))
     n_val = max(1, int(round(config.val_fraction * len(images))))
     if n_val >= len(images):
@@ -160,13 +170,8 @@ def load_split(config: StudyConfig, base: Any = None) -> dict[str, list | None]:
     out["val"] = [images[i] for i in sorted(perm[:n_val])]
     out["train"] = [images[i] for i in sorted(perm[n_val:])]
     if config.test is not None:
-        test = _read_images(config, "data.test", config.test)
-        check_images(config, "data.test", config.test, test, base)
-        if config.test_subsample is not None and config.test_subsample > len(test):
-            raise _field_error(config, "data.test_subsample", f"{config.test_subsample} images asked for, but "
-                                                              f"{config.test} holds {len(test)}; remove it or "
-                                                              f"choose at most {len(test)}")
-        out["test"] = _subsample(test, config.test_subsample, config.seed + 2)
+        out["test"] = _read_set(config, "data.test", config.test, base, "data.test_subsample", config.test_subsample,
+                                config.seed + 2)
     return out
 
 

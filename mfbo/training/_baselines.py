@@ -28,7 +28,20 @@ __all__ = [
     "baseline_metrics",
     "unseen_elements",
     "ratios_to_baselines",
+    "NEGLIGIBLE_ERROR",
+    "is_error_scale",
 ]
+
+# A baseline error below this (eV/atom, eV/Å) is the rounding residue of an exact baseline (energies
+# exactly linear in composition, forces of perfectly symmetric cells), not an error scale: no ratio
+# is formed with it (dividing by it would give numbers of order 1e13).
+NEGLIGIBLE_ERROR = 1e-8
+
+
+def is_error_scale(base) -> bool:
+    """Whether a baseline error (eV/atom or eV/Å) can divide a model's error: a number above
+    :data:`NEGLIGIBLE_ERROR`."""
+    return base is not None and float(base) > NEGLIGIBLE_ERROR
 
 
 @dataclass
@@ -143,7 +156,8 @@ def baseline_metrics(train, evaluate) -> dict:
 
 
 def ratios_to_baselines(metrics: dict, baselines: dict) -> dict:
-    """Model error / baseline error (below 1 beats the baseline; None where undefined).
+    """Model error / baseline error (below 1 beats the baseline; None where undefined: no model
+    value, or a baseline error of at most :data:`NEGLIGIBLE_ERROR`).
 
     Args:
         metrics: ``energy_mae_per_atom`` (eV/atom), ``force_mae`` and ``force_mae_free`` (eV/Å).
@@ -154,7 +168,7 @@ def ratios_to_baselines(metrics: dict, baselines: dict) -> dict:
     """
 
     def ratio(value, base):
-        if value is None or base is None or not base > 0:
+        if value is None or not is_error_scale(base):
             return None
         return float(value) / float(base)
 
@@ -209,7 +223,7 @@ def quality_lines(metrics: dict, baselines: dict | None, what: str = "test") -> 
             continue
         line = f"  {label} {_num(value, 'eV/Å')} per component"
         base = None if baselines is None else baselines["zero_forces"][key]
-        if base:
+        if is_error_scale(base):
             line += f"; {value / base:.3g}x zero forces ({_num(base, 'eV/Å')})"
         lines.append(line)
     return lines

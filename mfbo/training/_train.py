@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from mfbo.errors import ConfigError, DataError, TrainingDiverged
-from mfbo.training._baselines import baseline_metrics
+from mfbo.training._baselines import baseline_metrics, is_error_scale
 from mfbo.training._config import TrainConfig
 from mfbo.training._core import ScaledPack, error_metrics, predict_pack, run_batch
 from mfbo.training._data import load_images, nested_subset
@@ -147,15 +147,16 @@ def _val_score(metrics: dict, baselines: dict) -> float | None:
     """Validation errors relative to the trivial baselines on the validation set, averaged.
 
     ``mean(E_MAE/atom / linear-fit E_MAE/atom, F_MAE(free) / zero-force F_MAE(free))`` over the terms
-    that exist: dimensionless, 1 = no better than the baselines, 0 = exact. It weighs energies and
+    that exist (a baseline without error, such as zero forces on perfectly symmetric cells, gives no
+    term): dimensionless, 1 = no better than the baselines, 0 = exact. It weighs energies and
     forces by how hard each is on this data, so it ranks epochs without a unit-dependent weight.
     """
     terms = []
     e_base = baselines["linear_fit"]["energy_mae_per_atom"]
-    if metrics.get("val_energy_mae_per_atom") is not None and e_base and e_base > 0:
+    if metrics.get("val_energy_mae_per_atom") is not None and is_error_scale(e_base):
         terms.append(metrics["val_energy_mae_per_atom"] / e_base)
     f_base = baselines["zero_forces"]["force_mae_free"]
-    if metrics.get("val_force_mae_free") is not None and f_base and f_base > 0:
+    if metrics.get("val_force_mae_free") is not None and is_error_scale(f_base):
         terms.append(metrics["val_force_mae_free"] / f_base)
     return float(np.mean(terms)) if terms else None
 

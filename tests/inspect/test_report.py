@@ -236,6 +236,12 @@ def test_the_retrained_configuration_is_the_recommendation_with_its_test_against
     text = open(html, encoding="utf-8").read()
     summary = text[text.index("<div id='summary'>"): text.index("<nav>")]
     assert "better than per-element linear fit" in summary and "0.50×" in summary and "(eV/atom)" in summary
+    # A baseline without error (zero forces on perfectly symmetric cells) gives no ratio.
+    still = _best_json(chosen)
+    still["test_baselines"]["zero_forces"]["force_mae"] = 1e-16
+    v.set_recommendation(final=still)
+    rows = {r["metric"]: r for r in v.test_comparison()["rows"]}
+    assert rows["force_mae"]["baselines"]["zero_forces"]["ratio"] is None
     # Without baselines (an older best.json) the test errors are still shown, with no ratio.
     v.set_recommendation(final=_best_json(chosen, baselines=False))
     assert all(r["baselines"] == {} for r in v.test_comparison()["rows"])

@@ -8,10 +8,8 @@ cause. The real AMPTorch runs are in test_amptorch_real.py.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -25,16 +23,7 @@ from mfbo.objectives._amptorch_env import (
     tiny_images,
     worker_env,
 )
-
-REPO = Path(__file__).resolve().parents[2]
-WATER = REPO / "mfbo" / "datasets" / "water_2d.traj"
-
-
-def _env(**extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k != ENV_VAR}
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)})
-    env.update(extra)
-    return env
+from tests.helpers import REPO, WATER, cli_env, run_cli, water_study
 
 
 def test_worker_import_chain_is_free_of_the_optimiser_stack():
@@ -44,7 +33,8 @@ def test_worker_import_chain_is_free_of_the_optimiser_stack():
         "import sys, json; import mfbo.objectives._amptorch_worker; "
         "print(json.dumps(sorted(sys.modules)))"
     )
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=_env(), timeout=120)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=cli_env(drop=[ENV_VAR]),
+                          timeout=120)
     assert proc.returncode == 0, proc.stderr
     modules = set(json.loads(proc.stdout))
     tops = {m.split(".")[0] for m in modules}
@@ -113,18 +103,13 @@ def test_tiny_images_hold_every_element_and_differ():
 
 
 def test_study_choosing_amptorch_in_a_broken_environment_fails_at_once_through_the_cli(tmp_path):
-    study = tmp_path / "amp.toml"
-    study.write_text(
-        '[study]\nname = "amp"\noutput = "out"\nseed = 0\n'
-        '[data]\ntrain = "bundled:water"\nsubsample = 12\nval_fraction = 0.25\n'
-        f'[objective]\nbackend = "amptorch"\noptions = {{ python = "{sys.executable}" }}\n'
-        '[space]\nlr = { type = "float", bounds = [0.0001, 0.01], scale = "log" }\n'
-        '[fidelity]\ndata_fraction = [0.5, 1.0]\nepochs = [1, 2]\n[budget]\nffe = 1\n'
-    )
-    proc = subprocess.run([sys.executable, "-m", "mfbo.cli", "run", str(study)], capture_output=True, text=True,
-                          timeout=300, env=_env(), cwd=tmp_path)
+    study = water_study(tmp_path / "amp.toml", backend="amptorch", options={"python": sys.executable}, metric=None,
+                        base_config={}, data={"subsample": 12, "val_fraction": 0.25},
+                        space={"lr": {"type": "float", "bounds": [0.0001, 0.01], "scale": "log"}},
+                        epochs=(1, 2), budget_ffe=1, optimizer=None, seed=0)
+    proc = run_cli("run", study, cwd=tmp_path, env=cli_env(drop=[ENV_VAR]), timeout=300)
     assert proc.returncode == 2, proc.stderr[-2000:]
     errors = [line for line in proc.stderr.splitlines() if "error" in line]
     assert len(errors) == 1 and errors[0].startswith("mfbo run: error: ") and "Traceback" not in proc.stderr
     assert "smoke fit" in errors[0] and "No module named 'amptorch'" in errors[0]
-    assert not list((tmp_path / "out").glob("results/*.json"))  # nothing was trained
+    assert not list((tmp_path / "run").glob("results/*.json"))  # nothing was trained

@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import pickle
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +21,7 @@ from mfbo.errors import TrainingDiverged
 from mfbo.objectives._amptorch import AmptorchObjective
 from mfbo.objectives._amptorch_env import smoke_config, tiny_images, worker_env
 from mfbo.training._config import TrainConfig
-
-REPO = Path(__file__).resolve().parents[2]
-WATER = REPO / "mfbo" / "datasets" / "water_2d.traj"
-# Small fingerprints keep AMPTorch's featurisation quick.
-SMALL_FP = {"cutoff": 4.0, "MCSHs": {"0": {"groups": [1], "sigmas": [0.4, 1.0]},
-                                     "1": {"groups": [1], "sigmas": [0.4, 1.0]}}}
+from tests.helpers import REPO, TINY_FP, WATER, run_cli, water_study
 
 
 def _water(n):
@@ -40,7 +33,7 @@ def _water(n):
 def test_evaluate_trains_in_amptorchs_own_environment(amptorch_python, tmp_path):
     images = _water(16)
     objective = AmptorchObjective(images[:12], images[12:], python=amptorch_python, workdir=tmp_path,
-                                  base_config=TrainConfig(epochs=2, batch_size=4, fp_params=SMALL_FP))
+                                  base_config=TrainConfig(epochs=2, batch_size=4, fp_params=TINY_FP))
     assert objective.smoke_info["versions"]["numpy"] == "1.23.5"  # not mfbo's numpy
     cwd = Path.cwd()
     result = objective.evaluate({"num_layers": 2, "num_nodes": 5}, data_fraction=1.0, epochs=2)
@@ -59,7 +52,7 @@ def test_evaluate_trains_in_amptorchs_own_environment(amptorch_python, tmp_path)
 
 def test_fit_tests_and_keeps_the_weights_and_a_divergence_crosses_the_process_boundary(amptorch_python, tmp_path):
     images = _water(16)
-    base = TrainConfig(epochs=2, batch_size=4, fp_params=SMALL_FP)
+    base = TrainConfig(epochs=2, batch_size=4, fp_params=TINY_FP)
     objective = AmptorchObjective(images[:12], images[12:], python=amptorch_python, base_config=base, smoke=False)
     fit = objective.fit({"num_nodes": 4}, 1.0, 2, test=_water(20)[16:])
     assert set(fit.test_metrics) >= {"energy_mae", "energy_mae_per_atom", "force_mae", "n_images"}
@@ -72,7 +65,7 @@ def test_fit_tests_and_keeps_the_weights_and_a_divergence_crosses_the_process_bo
 
     # Any epoch after the first "exceeds" 1e-9 x the best loss: diverges at epoch 2.
     touchy = AmptorchObjective(images[:12], images[12:], python=amptorch_python, smoke=False,
-                               base_config=TrainConfig(epochs=3, batch_size=4, fp_params=SMALL_FP,
+                               base_config=TrainConfig(epochs=3, batch_size=4, fp_params=TINY_FP,
                                                        divergence_factor=1e-9))
     with pytest.raises(TrainingDiverged) as info:
         touchy.evaluate({}, 1.0, 3)
@@ -88,7 +81,7 @@ def test_worker_restores_the_global_state_amptorch_changes(amptorch_python, tmp_
 
     images = tiny_images(["H", "O"])
     ase.io.write(str(tmp_path / "images.traj"), images)
-    config = build_amptorch_config({}, TrainConfig(fp_params=SMALL_FP), train_images=images[:1],
+    config = build_amptorch_config({}, TrainConfig(fp_params=TINY_FP), train_images=images[:1],
                                    val_images=images[1:], epochs=1, torch_objects=False)
     config["dataset"]["raw_data"] = "<images>"
     (tmp_path / "config.json").write_text(json.dumps(smoke_config(config_to_jsonable(config), ["H", "O"],
@@ -119,65 +112,19 @@ def test_worker_restores_the_global_state_amptorch_changes(amptorch_python, tmp_
     assert out["epochs"] == 1 and out["cwd"] and out["dtype"] and out["to_tensor"]
 
 
-STUDY = """
-[study]
-name = "tiny_amptorch"
-output = "run"
-seed = 3
-
-[data]
-train = "bundled:water"
-test = "bundled:water"
-subsample = 14
-test_subsample = 4
-val_fraction = 0.25
-
-[objective]
-backend = "amptorch"
-metric = "val_energy_mae_per_atom"
-options = {{ python = "{python}" }}
-
-[objective.base_config]
-batch_size = 8
-fp_params = {{ cutoff = 4.0, MCSHs = {{ "0" = {{ groups = [1], sigmas = [0.4, 1.0] }}, "1" = {{ groups = [1], sigmas = [0.4, 1.0] }} }} }}
-
-[space]
-lr = {{ type = "float", bounds = [1e-3, 1e-2], scale = "log" }}
-num_nodes = {{ type = "int", bounds = [4, 12] }}
-
-[fidelity]
-data_fraction = [0.5, 1.0]
-epochs = [1, 2]
-
-[budget]
-ffe = 0.75
-
-[execution]
-workers = 1
-trial_timeout = 300
-
-[final]
-timeout = 300
-
-[optimizer]
-options = {{ n_initial = 2, raw_samples = 64, num_restarts = 1 }}
-"""
-
-
-def _cli(*args, cwd, timeout=900):
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "mfbo.cli", *map(str, args)], capture_output=True, text=True,
-                          cwd=cwd, env=env, timeout=timeout)
 
 
 def test_study_with_the_amptorch_backend_finishes_and_exports_a_checked_config(amptorch_python, tmp_path):
-    (tmp_path / "s.toml").write_text(STUDY.format(python=amptorch_python))
-    proc = _cli("run", "s.toml", "--no-progress", cwd=tmp_path)
+    water_study(tmp_path / "s.toml", backend="amptorch", name="tiny_amptorch", options={"python": amptorch_python},
+                data={"test": "bundled:water", "subsample": 14, "test_subsample": 4, "val_fraction": 0.25},
+                epochs=(1, 2), budget_ffe=0.75, execution={"workers": 1, "trial_timeout": 300},
+                final={"timeout": 300})
+    proc = run_cli("run", "s.toml", "--no-progress", cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    status = json.loads(_cli("status", "run", "--json", cwd=tmp_path).stdout)
+    status = json.loads(run_cli("status", "run", "--json", cwd=tmp_path).stdout)
     assert status["status"] == "finished"
     assert status["trials"]["completed"] >= 2 and status["trials"]["failed"] == 0
-    best = _cli("best", "run", "--json", cwd=tmp_path)
+    best = run_cli("best", "run", "--json", cwd=tmp_path)
     assert best.returncode == 0, best.stderr
     best = json.loads(best.stdout)
     assert best["test_metrics"]["n_images"] == 4 and best["test_metrics"]["energy_mae_per_atom"] > 0
@@ -185,7 +132,7 @@ def test_study_with_the_amptorch_backend_finishes_and_exports_a_checked_config(a
     assert Path(best["model_path"]).is_file()
 
     # `mfbo export --check` trains the exported config for one epoch in AMPTorch before writing it.
-    proc = _cli("export", "run", "--check", "--python", amptorch_python, cwd=tmp_path)
+    proc = run_cli("export", "run", "--check", "--python", amptorch_python, cwd=tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (tmp_path / "run" / "export" / "amptorch_config.py").is_file()
 
@@ -204,7 +151,7 @@ def test_parity_with_the_same_start_and_no_validation_leak(amptorch_python):
     val_images = [a.copy() for a in train_images]
     for atoms, src in zip(val_images, train_images):
         atoms.calc = src.calc
-    config = TrainConfig(**dict(parity.AMPTORCH_SEED_CONFIG, batch_size=len(train_images), fp_params=SMALL_FP))
+    config = TrainConfig(**dict(parity.AMPTORCH_SEED_CONFIG, batch_size=len(train_images), fp_params=TINY_FP))
     builtin, initial = parity.builtin_run(config, train_images, val_images, 3)
     amp = parity.amptorch_run(amptorch_python, config, train_images, val_images, 3, initial)
     for b, a in zip(builtin, amp, strict=True):

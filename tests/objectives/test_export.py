@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import runpy
-import subprocess
 import sys
 from pathlib import Path
 
@@ -24,9 +23,7 @@ from mfbo.objectives._export import (
     read_best,
 )
 from mfbo.training._config import TrainConfig, config_from_hyperparameters
-
-REPO = Path(__file__).resolve().parents[2]
-WATER = REPO / "mfbo" / "datasets" / "water_2d.traj"
+from tests.helpers import WATER, run_cli
 
 BEST_PARAMS = {
     "fp_scheme": "gmpordernorm", "sigma_min": 0.2, "sigma_max": 2.8, "n_sigmas": 5, "sigma_spacing": "log",
@@ -50,8 +47,7 @@ def _study(tmp_path, params=BEST_PARAMS, train=str(WATER), **extra):
 
 def _cli(*args, cwd=None):
     # The real CLI in a subprocess (each start costs a few seconds of imports: used sparingly).
-    return subprocess.run([sys.executable, "-m", "mfbo.cli", "export", *map(str, args)], capture_output=True,
-                          text=True, cwd=cwd, timeout=300)
+    return run_cli("export", *args, cwd=cwd, timeout=300)
 
 
 def _main(capsys, *args):
@@ -209,7 +205,7 @@ def test_mfbo_export_is_a_run_file_mfbo_train_accepts(tmp_path, raw):
     assert data["train"] == str(small if raw else study / "data" / "train.traj")
     assert ("val" in data) is (not raw)
     assert load_mfbo_config(run_file).num_nodes == 24
-    train = subprocess.run([sys.executable, "-m", "mfbo.cli", "train", run_file, "--epochs", "1", "--no-progress",
-                            "--output", tmp_path / "trained"], capture_output=True, text=True, timeout=600)
+    train = run_cli("train", run_file, "--epochs", "1", "--no-progress", "--output", tmp_path / "trained",
+                    timeout=600)
     assert train.returncode == 0, train.stderr[-2000:]
     assert (tmp_path / "trained" / "model.npz").is_file()

@@ -8,15 +8,15 @@ import os
 import shutil
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import REPO, cli_env, run_cli  # noqa: F401  (the study tests' CLI helpers)
+
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parents[1]
 
 # Small and fast: a cheap initial design, then a few model-based asks.
 FAST_OPTIMIZER = {"n_initial": 3, "raw_samples": 64, "num_restarts": 1}
@@ -47,18 +47,6 @@ def write_study(path: Path, *, output: str = "run", budget_ffe: float = 0.3, wor
         doc["storage"] = {"url": storage}
     path.write_text(tomli_w.dumps(doc) + extra)
     return path
-
-
-def cli_env(**extra) -> dict:
-    env = dict(os.environ)
-    env.update({"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + env.get("PYTHONPATH", "")})
-    env.update(extra)
-    return env
-
-
-def run_cli(*args, cwd=None, env=None, timeout=180) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mfbo.cli", *map(str, args)], cwd=cwd, env=env or cli_env(),
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def _free_port() -> int:

@@ -8,53 +8,16 @@ import json
 import pytest
 
 from mfbo.study import Study, load_study_file
+from tests.helpers import water_study
 
 pytest.importorskip("mfbo.objectives._builtin", reason="the builtin objective (engineer TR) is not available")
-
-STUDY = """
-[study]
-name = "tiny_builtin"
-output = "run"
-seed = 3
-
-[data]
-train = "bundled:water"
-test = "bundled:water"
-subsample = 14
-test_subsample = 6
-val_fraction = 0.2
-
-[objective]
-backend = "builtin"
-metric = "val_energy_mae_per_atom"
-
-[objective.base_config]
-batch_size = 8
-fp_params = { cutoff = 4.0, MCSHs = { "0" = { groups = [1], sigmas = [0.4, 1.0] }, "1" = { groups = [1], sigmas = [0.4, 1.0] } } }
-
-[space]
-lr = { type = "float", bounds = [1e-3, 1e-2], scale = "log" }
-num_nodes = { type = "int", bounds = [4, 12] }
-
-[fidelity]
-data_fraction = [0.5, 1.0]
-epochs = [1, 3]
-
-[budget]
-ffe = 0.5
-
-[execution]
-workers = 1
-trial_timeout = 300
-
-[optimizer]
-options = { n_initial = 2, raw_samples = 64, num_restarts = 1 }
-"""
 
 
 def test_builtin_study_retrains_tests_and_saves_model(tmp_path, monkeypatch):
     monkeypatch.setenv("MFBO_CACHE_DIR", str(tmp_path / "fpcache"))
-    (tmp_path / "s.toml").write_text(STUDY)
+    water_study(tmp_path / "s.toml", name="tiny_builtin", data={"test": "bundled:water", "subsample": 14,
+                                                                "test_subsample": 6, "val_fraction": 0.2},
+                execution={"workers": 1, "trial_timeout": 300})
     study = Study.from_file(tmp_path / "s.toml")
     out = study.run(progress=False)
     assert out["status"] == "finished", out

@@ -1,33 +1,14 @@
 """`mfbo run --check` refuses whatever `mfbo run` would, and neither writes anything when it refuses:
 bad data (no calculator, no energy, no forces, an element without a valence density, a garbage file,
-one image, a subsample larger than the file), a bad base config, a prior file with reversed bounds."""
+one image, a subsample larger than the file; a test set without energies or smaller than its subsample), a
+bad base config, a prior file with reversed bounds."""
 
 from __future__ import annotations
 
 import pytest
 
-from tests.study.conftest import run_cli, write_study
-
-STUDY = """
-[study]
-name = "s"
-output = "run"
-[data]
-train = "{train}"
-{data_extra}
-[objective]
-backend = "builtin"
-[objective.base_config]
-{base}
-[space]
-num_nodes = {{ type = "int", bounds = [4, 12] }}
-[fidelity]
-data_fraction = [0.5, 1.0]
-epochs = [1, 3]
-[budget]
-ffe = 0.5
-{extra}
-"""
+from tests.helpers import run_cli, water_study
+from tests.study.conftest import write_study
 
 
 @pytest.fixture(scope="module")
@@ -63,27 +44,31 @@ def data_dir(tmp_path_factory):
     return d
 
 
+# (training file, base config, extra [data] fields, prior file, the field named, words of the message)
+GOOD = {"batch_size": 8}
 CASES = [
-    ("nocalc.traj", "batch_size = 8", "", "", "data.train", "image 0 of"),
-    ("noenergy.traj", "batch_size = 8", "", "", "data.train", "has no energy"),
-    ("noforces.traj", "batch_size = 8", "", "", "data.train", "has no forces"),
-    ("uranium.traj", "batch_size = 8", "", "", "data.train", "element U (first in image 3"),
-    ("garbage.traj", "batch_size = 8", "", "", "data.train", "cannot read"),
-    ("one.traj", "batch_size = 8", "", "", "data.val_fraction", "at least 2 images"),
-    ("good.traj", "batch_size = 8", "subsample = 5000", "", "data.subsample", "holds 12"),
-    ("good.traj", "batch_size = 0", "", "", "objective.base_config", "batch_size"),
-    ("good.traj", "num_node = 8", "", "", "objective.base_config", "num_node"),
-    ("good.traj", "batch_size = 8", "", '[priors]\nfiles = ["{d}/reversed.toml"]', "priors.files[0]", "low < high"),
+    ("nocalc.traj", GOOD, {}, None, "data.train", "image 0 of"),
+    ("noenergy.traj", GOOD, {}, None, "data.train", "has no energy"),
+    ("noforces.traj", GOOD, {}, None, "data.train", "has no forces"),
+    ("uranium.traj", GOOD, {}, None, "data.train", "element U (first in image 3"),
+    ("garbage.traj", GOOD, {}, None, "data.train", "cannot read"),
+    ("one.traj", GOOD, {}, None, "data.val_fraction", "at least 2 images"),
+    ("good.traj", GOOD, {"subsample": 5000}, None, "data.subsample", "holds 12"),
+    ("good.traj", GOOD, {"test": "noenergy.traj"}, None, "data.test", "has no energy"),
+    ("good.traj", GOOD, {"test": "good.traj", "test_subsample": 50}, None, "data.test_subsample", "holds 12"),
+    ("good.traj", {"batch_size": 0}, {}, None, "objective.base_config", "batch_size"),
+    ("good.traj", {"num_node": 8}, {}, None, "objective.base_config", "num_node"),
+    ("good.traj", GOOD, {}, "reversed.toml", "priors.files[0]", "low < high"),
 ]
 
 
-@pytest.mark.parametrize("train,base,data_extra,extra,field,words", CASES,
+@pytest.mark.parametrize("train,base,data,prior,field,words", CASES,
                          ids=[f"{c[0]}-{c[4]}-{c[5][:12]}" for c in CASES])
-def test_check_and_run_refuse_the_same_before_writing(tmp_path, data_dir, train, base, data_extra, extra,
-                                                      field, words):
-    p = tmp_path / "s.toml"
-    p.write_text(STUDY.format(train=data_dir / train, base=base, data_extra=data_extra,
-                              extra=extra.format(d=data_dir)))
+def test_check_and_run_refuse_the_same_before_writing(tmp_path, data_dir, train, base, data, prior, field, words):
+    data = {k: str(data_dir / v) if k == "test" else v for k, v in data.items()}
+    p = water_study(tmp_path / "s.toml", name="s", train=str(data_dir / train), data=data, metric=None,
+                    base_config=base, space={"num_nodes": {"type": "int", "bounds": [4, 12]}},
+                    priors=[data_dir / prior] if prior else None, optimizer=None)
     lines = []
     for args in (("run", p, "--check"), ("run", p, "--no-progress")):
         r = run_cli(*args, cwd=tmp_path, timeout=300)
