@@ -5,7 +5,7 @@ The defaults are chosen for the potential they give, measured on the mlearn Si/M
 are all equivalent are degenerate), a 2 x 64 tanh network, small batches (8 images), a force term
 weighted 0.1 (forces carry 3N labels per image against one energy), Adam at 5e-3 with a cosine
 schedule and warm-up, and the weights of the best validation epoch kept. On the mlearn Si test set,
-100 epochs of these give about 7 meV/atom and 0.13 eV/Å (the released NNP: 5.6 and 0.11).
+100 epochs of these give 8.5 meV/atom and 0.130 eV/Å (the released NNP: 5.6 and 0.11).
 AMPTorch's exact seed configuration is the preset ``"amptorch"`` (:func:`preset`), used to transfer
 a configuration to AMPTorch.
 """
