@@ -263,9 +263,18 @@ def _scheduler(settings: Mapping[str, Any]) -> dict[str, Any]:
                                                "gamma": float(settings["scheduler_gamma"])}}
     if kind == "cosine":
         # One cosine cycle over the configured (target) epochs, stepped per epoch, so a run to t
-        # epochs is the first t epochs of a run to the target: the learning curve is a trace.
-        return {"policy": "CosineAnnealingLR", "params": {"T_max": int(settings["epochs"])}}
-    raise ConfigError(f"scheduler must be 'none', 'step' or 'cosine', got {kind!r}")
+        # epochs is the first t epochs of a run to the target: the learning curve is a trace. The
+        # floor is the built-in trainer's (lr x min_lr_ratio); its warm-up has no AMPTorch equivalent.
+        params = {"T_max": int(settings["epochs"])}
+        ratio = float(settings.get("min_lr_ratio", 0.0) or 0.0)
+        if ratio > 0:
+            params["eta_min"] = float(settings["lr"]) * ratio
+        return {"policy": "CosineAnnealingLR", "params": params}
+    if kind == "plateau":
+        # skorch's LRScheduler steps ReduceLROnPlateau on AMPTorch's validation loss.
+        return {"policy": "ReduceLROnPlateau", "params": {"factor": float(settings["scheduler_gamma"]),
+                                                          "patience": int(settings["scheduler_patience"])}}
+    raise ConfigError(f"scheduler must be 'none', 'step', 'cosine' or 'plateau', got {kind!r}")
 
 
 def _scaling(settings: Mapping[str, Any]) -> dict[str, Any]:
@@ -301,6 +310,17 @@ def untransferable_settings(settings: Mapping[str, Any]) -> list[str]:
         notes.append("force_loss_atoms='free': AMPTorch's force loss includes atoms fixed by FixAtoms")
     if settings.get("get_forces", True) and float(settings.get("force_coefficient", 0.0)) == 0.0:
         notes.append("force_coefficient=0 with get_forces: AMPTorch computes but ignores forces")
+    scheduler = str(settings.get("scheduler") or "none").lower()
+    if int(settings.get("warmup_epochs", 0) or 0) > 0:
+        notes.append(f"warmup_epochs={settings['warmup_epochs']}: AMPTorch starts at the full learning rate")
+    if scheduler == "plateau":
+        notes.append("scheduler='plateau': AMPTorch reduces the lr on its validation loss, mfbo on the "
+                     "validation score (errors over baselines)")
+    if settings.get("keep_best", False):
+        notes.append("keep_best: AMPTorch reloads the epoch with the best validation energy MAE at the end, "
+                     "mfbo the one with the best validation score (energy and forces over their baselines)")
+    if int(settings.get("early_stopping_patience", 0) or 0) > 0:
+        notes.append(f"early_stopping_patience={settings['early_stopping_patience']}: AMPTorch trains every epoch")
     return notes
 
 

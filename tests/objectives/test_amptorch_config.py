@@ -16,7 +16,7 @@ from mfbo.objectives._amptorch_config import (
     training_settings,
     untransferable_settings,
 )
-from mfbo.training._config import TrainConfig
+from mfbo.training._config import TrainConfig, preset
 from mfbo.training._data import nested_subset
 
 # The keys of AtomsTrainer's config as AMPTorch's README lists them (master 02e5af3), with the
@@ -123,7 +123,8 @@ def test_gmpordernorm_config_orders_sigmas_solid_harmonics():
     assert fp["solid_harmonics"] is False and fp["cutoff"] == 7.5
     assert config["model"]["activation"] is torch.nn.Softplus
     # Cosine over the full run's epochs, so a 5-epoch trial is a prefix of the 25-epoch run.
-    assert config["optim"]["scheduler"] == {"policy": "CosineAnnealingLR", "params": {"T_max": 25}}
+    assert config["optim"]["scheduler"]["policy"] == "CosineAnnealingLR"
+    assert config["optim"]["scheduler"]["params"]["T_max"] == 25
     assert config["optim"]["epochs"] == 5
 
 
@@ -213,7 +214,7 @@ def test_bad_settings_raise_clear_errors():
 
 
 def test_untransferable_settings_are_named():
-    assert untransferable_settings(TrainConfig(target_scaling="amptorch", force_loss_atoms="all").to_dict()) == []
+    assert untransferable_settings(preset("amptorch").to_dict()) == []
     notes = untransferable_settings(TrainConfig().to_dict())
     assert any("target_scaling" in n for n in notes) and any("FixAtoms" in n for n in notes)
 
@@ -225,3 +226,19 @@ def test_bundled_valence_files_are_the_fingerprint_engines():
     assert bundled_atom_gaussians() == {el: str(Path(p).resolve()) for el, p in bundled_valence_files().items()}
     with pytest.raises(ConfigError, match="Xx"):
         bundled_atom_gaussians(["H", "Xx"])
+
+
+def test_plateau_cosine_floor_and_what_does_not_transfer_are_stated():
+    from mfbo.objectives._amptorch_config import untransferable_settings
+
+    images = _water(12)
+    base = TrainConfig(scheduler="plateau", scheduler_gamma=0.3, scheduler_patience=4, warmup_epochs=2,
+                       keep_best=True, early_stopping_patience=5)
+    config = build_amptorch_config({}, base, train_images=images[:9], val_images=images[9:])
+    assert config["optim"]["scheduler"] == {"policy": "ReduceLROnPlateau", "params": {"factor": 0.3, "patience": 4}}
+    cosine = build_amptorch_config({"scheduler": "cosine", "lr": 0.01}, TrainConfig(min_lr_ratio=0.1, epochs=30),
+                                   train_images=images[:9], val_images=images[9:])
+    assert cosine["optim"]["scheduler"]["params"] == {"T_max": 30, "eta_min": pytest.approx(0.001)}
+    notes = " ".join(untransferable_settings(base.to_dict()))
+    for word in ("warmup_epochs=2", "plateau", "keep_best", "early_stopping_patience=5"):
+        assert word in notes
