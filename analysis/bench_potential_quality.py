@@ -130,34 +130,41 @@ def figure(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     names = [n for n, e in results.items() if e.get("baselines")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), constrained_layout=True)
-    for ax, (key, label) in zip(axes, [("energy", "test energy MAE / linear-fit MAE"),
-                                       ("force", "test force MAE / zero-force MAE")]):
-        width, x = 0.35, range(len(names))
+    pretty = {"si": "Si (mlearn)", "mo": "Mo (mlearn)", "oc20": "OC20 pool"}
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.4), constrained_layout=True)
+    panels = [("energy", "test energy MAE / linear-fit MAE", "meV/atom"),
+              ("force", "test force MAE / zero-force MAE", "eV/Å")]
+    for ax, (key, ylabel, unit) in zip(axes, panels):
+        width = 0.35
         for k, (model, colour) in enumerate([("defaults", "#8c8c8c"), ("study", "#1f77b4")]):
-            values = []
-            for n in names:
+            for i, n in enumerate(names):
                 entry, base = results[n], results[n]["baselines"]
                 if model not in entry:
-                    values.append(0.0)
                     continue
                 m = entry[model]["test_metrics"]
-                values.append(m["energy_mae_per_atom"] / base["linear_fit"]["energy_mae_per_atom"] if key == "energy"
-                              else m["force_mae"] / base["zero_forces"]["force_mae"])
-            ax.bar([i + (k - 0.5) * width for i in x], values, width, label=f"mfbo {model}", color=colour)
+                if key == "energy":
+                    value, shown = m["energy_mae_per_atom"] / base["linear_fit"]["energy_mae_per_atom"], \
+                        f"{m['energy_mae_per_atom'] * 1e3:.1f}"
+                else:
+                    value, shown = m["force_mae"] / base["zero_forces"]["force_mae"], f"{m['force_mae']:.3f}"
+                x = i + (k - 0.5) * width
+                ax.bar(x, value, width, color=colour, label=f"mfbo {model}" if i == 0 or model not in
+                       results[names[0]] else None)
+                ax.annotate(shown, (x, value), ha="center", va="bottom", fontsize=8)
         for i, n in enumerate(names):
             base = results[n]["baselines"]
-            for label, (e, f) in PUBLISHED.get(n, {}).items():
-                if label != "NNP":
-                    continue
-                value = e / 1e3 / base["linear_fit"]["energy_mae_per_atom"] if key == "energy" \
-                    else f / base["zero_forces"]["force_mae"]
-                ax.plot([i - width, i + width], [value, value], color="#d62728", lw=2,
-                        label="published NNP" if i == 0 else None)
+            nnp = PUBLISHED.get(n, {}).get("NNP")
+            if nnp is None:
+                continue
+            value = nnp[0] / 1e3 / base["linear_fit"]["energy_mae_per_atom"] if key == "energy" \
+                else nnp[1] / base["zero_forces"]["force_mae"]
+            ax.hlines(value, i - width, i + width, color="#d62728", lw=2,
+                      label="published NNP (Zuo et al. 2020)" if i == 0 else None)
         ax.axhline(1.0, color="k", lw=0.8, ls="--", label="trivial baseline")
-        ax.set_xticks(list(x), [n.upper() if n != "oc20" else "OC20" for n in names])
+        ax.set_xticks(range(len(names)), [pretty.get(n, n) for n in names])
         ax.set_yscale("log")
-        ax.set_ylabel(label)
+        ax.set_ylabel(ylabel)
+        ax.set_title(f"bar labels: MAE in {unit}", fontsize=9)
         ax.legend(fontsize=8)
     fig.suptitle("Test error of mfbo potentials relative to trivial baselines (lower is better)")
     fig.savefig(path, dpi=130)
@@ -170,13 +177,14 @@ def main(argv=None) -> int:
     parser.add_argument("--skip-study", action="store_true")
     parser.add_argument("--skip-defaults", action="store_true")
     parser.add_argument("--out", type=Path, default=REPO / "analysis" / "potential_quality")
+    parser.add_argument("--report-only", action="store_true", help="print the table and redraw the PNG")
     args = parser.parse_args(argv)
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.json"
     results = json.loads(results_path.read_text()) if results_path.is_file() else {}
     paths = datasets()
-    for name in args.datasets:
+    for name in [] if args.report_only else args.datasets:
         train, test = paths[name]
         if not train.is_file() or not test.is_file():
             print(f"{name}: skipped ({train} or {test} is missing)")
