@@ -21,7 +21,10 @@ __all__ = [
 
 
 def _describe(source) -> str:
-    return str(source) if isinstance(source, (str, Path)) else "the given list of Atoms"
+    if isinstance(source, (str, Path)):
+        return str(source)
+    path = getattr(source, "path", None)  # an open_images view
+    return str(path) if path is not None else "the given list of Atoms"
 
 
 def _stored(atoms, name):
