@@ -35,7 +35,15 @@ from mfbo.training._packed import PackedImages, pack_images
 from mfbo.training._scaling import FeatureScaler, TargetScaler
 from mfbo.training._shards import DEFAULT_SHARD_SIZE, ShardSet, build_shards
 
-__all__ = ["DataOptions", "PreparedData", "prepare_data", "resolve_data_mode", "DATA_MODES", "StreamedPack"]
+__all__ = [
+    "DataOptions",
+    "PreparedData",
+    "prepare_data",
+    "resolve_data_mode",
+    "DATA_MODES",
+    "StreamedPack",
+    "stored_labels",
+]
 
 DATA_MODES = ("auto", "memory", "stream")
 
@@ -326,6 +334,26 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
         featurize_s=t_featurize,
         featurize_cpu_s=c_featurize,
         mode="stream",
+    )
+
+
+def stored_labels(views, config, options, cache) -> LabelSet:
+    """The labels of several :func:`open_images` views, read from their (finished) shard stores."""
+    from mfbo.training._featurize import gmp_params_of
+
+    options = DataOptions.of(options)
+    params = gmp_params_of(config)
+    parts = []
+    for view in views:
+        store = build_shards(view, params, _shard_root(options, cache), derivatives=bool(config.get_forces),
+                             require_forces=bool(config.get_forces), workers=1, shard_size=options.shard_size)
+        parts.append(_labels(store, view.indices))
+    forces = None if any(p.forces is None for p in parts) else np.concatenate([p.forces for p in parts])
+    return LabelSet(
+        energies=np.concatenate([p.energies for p in parts]),
+        numbers=[z for p in parts for z in p.numbers],
+        forces=forces,
+        free=np.concatenate([p.free for p in parts]),
     )
 
 
