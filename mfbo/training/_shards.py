@@ -39,7 +39,7 @@ from mfbo.training._images import ImageFile, source_key
 
 __all__ = ["ShardSet", "build_shards", "shard_directory", "DEFAULT_SHARD_SIZE"]
 
-DEFAULT_SHARD_SIZE = 256
+DEFAULT_SHARD_SIZE = 64
 _FORMAT_VERSION = 1
 
 
@@ -373,18 +373,50 @@ class ShardSet:
         self.natoms = np.concatenate([np.diff(s.atom_offsets) for s in self.shards])
         self.atom_start = np.concatenate([[0], np.cumsum(self.natoms)]).astype(np.int64)
 
-    def _rows(self, shard: _Shard, name: str, r0: int, r1: int) -> np.ndarray:
+    def _rows(self, shard: _Shard, name: str, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
+        """Rows [r0, r1) of one of a shard's arrays, read into ``out`` (or a new array)."""
         offset, dtype, shape = shard.layouts[name]
+        if out is None:
+            out = np.empty((r1 - r0, *shape[1:]), dtype=dtype)
         row = int(np.prod(shape[1:], dtype=np.int64)) * dtype.itemsize
-        buf = bytearray((r1 - r0) * row)
         fd = os.open(shard.path / f"{name}.npy", os.O_RDONLY)
         try:
-            got = os.preadv(fd, [buf], offset + r0 * row)
+            got = os.preadv(fd, [memoryview(out).cast("B")], offset + r0 * row)
         finally:
             os.close(fd)
-        if got != len(buf):
+        if got != out.nbytes:
             raise DataError(f"shard array {shard.path / name}.npy is truncated; delete {self.directory} to rebuild it")
-        return np.frombuffer(buf, dtype=dtype).reshape((r1 - r0, *shape[1:]))
+        return out
+
+    def jacobians_of(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The Jacobians of the images ``ids`` as one block, read straight into place.
+
+        Returns:
+            ``pair_i``, ``pair_j`` (int64, P; atom indices into the concatenated atoms of ``ids``),
+            ``dfeatures`` (P, F, 3) and ``pair_offsets`` (n_ids + 1; image k owns pairs
+            ``pair_offsets[k]:pair_offsets[k + 1]``).
+        """
+        if not self.has_jacobian:
+            raise DataError(f"shard store {self.directory} holds no Jacobians")
+        spans = []
+        for g in ids:
+            shard = self.shards[g // self.shard_size]
+            local = g - shard.start
+            spans.append((shard, int(shard.pair_offsets[local]), int(shard.pair_offsets[local + 1])))
+        counts = np.array([b - a for _, a, b in spans], dtype=np.int64)
+        offsets = np.zeros(len(spans) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        total = int(offsets[-1])
+        pair_i = np.empty(total, dtype=np.int32)
+        pair_j = np.empty(total, dtype=np.int32)
+        dfeatures = np.empty((total, self.n_features, 3), dtype=np.float64)
+        for k, (shard, a, b) in enumerate(spans):
+            p0, p1 = offsets[k], offsets[k + 1]
+            self._rows(shard, "pair_i", a, b, pair_i[p0:p1])
+            self._rows(shard, "pair_j", a, b, pair_j[p0:p1])
+            self._rows(shard, "dfeatures", a, b, dfeatures[p0:p1])
+        atom_shift = np.repeat(np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]]), counts)
+        return pair_i + atom_shift, pair_j + atom_shift, dfeatures, offsets
 
     def image_numbers(self, ids) -> list[np.ndarray]:
         """Atomic numbers of each image in ``ids``."""

@@ -383,11 +383,15 @@ def _read_pack(store: ShardSet, ids, *, features: bool, jacobian: bool) -> Packe
         free=torch.from_numpy(store.free[atoms]),
     )
     if jacobian:
-        blocks = [store.jacobian_of(int(g)) for g in ids]
+        pair_i, pair_j, dfeatures, pair_offsets = store.jacobians_of(ids)
+        pi, pj, df = torch.from_numpy(pair_i), torch.from_numpy(pair_j), torch.from_numpy(dfeatures)
+        spans = list(zip(pair_offsets[:-1].tolist(), pair_offsets[1:].tolist()))
+        first_atom = offsets[:-1].tolist()
         packed.update(
-            pair_i=[torch.from_numpy(b[0]) for b in blocks],
-            pair_j=[torch.from_numpy(b[1]) for b in blocks],
-            dfeatures=[torch.from_numpy(b[2]) for b in blocks],
+            pair_i=[pi[a:b] - first_atom[k] for k, (a, b) in enumerate(spans)],
+            pair_j=[pj[a:b] - first_atom[k] for k, (a, b) in enumerate(spans)],
+            dfeatures=[df[a:b] for a, b in spans],
+            flat_pairs=(pi, pj, df),
         )
     return PackedImages(**packed)
 
