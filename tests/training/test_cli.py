@@ -89,8 +89,9 @@ def test_train_cli_streams_and_resumes_a_killed_featurisation(tmp_path):
     from mfbo.datasets import OC20_TRAIN_POOL
 
     write(tmp_path / "pool.traj", read(str(OC20_TRAIN_POOL), index=":160"))
+    write(tmp_path / "test.traj", read(str(OC20_TRAIN_POOL), index="164:168"))  # 166 holds Mo, absent before
     # The default 20 fingerprints with Jacobians: slow enough (tens of ms per image) to kill midway.
-    run = {"train": "pool.traj", "epochs": 1, "num_layers": 1, "num_nodes": 4, "val_fraction": 0.1,
+    run = {"train": "pool.traj", "test": "test.traj", "epochs": 1, "num_layers": 1, "num_nodes": 4, "val_fraction": 0.1,
            "data_mode": "stream", "shard_dir": "shards", "shard_size": 5, "featurize_workers": 1, "output": "out"}
     (tmp_path / "run.toml").write_text(tomli_w.dumps(run))
     proc = subprocess.Popen([sys.executable, "-m", "mfbo.cli", "train", "run.toml", "--no-progress"], cwd=tmp_path,
@@ -122,3 +123,10 @@ def test_train_cli_streams_and_resumes_a_killed_featurisation(tmp_path):
     record = json.loads((tmp_path / "out" / "record.json").read_text())
     assert record["status"] == "completed" and record["data_mode"] == "stream"
     assert record["n_train"] == 144 and record["n_val"] == 16
+    # The test baselines are fitted on the labels read back from the shards.
+    assert record["test_baselines"]["n_images"] == 4 and record["test_metrics"]["n_images"] == 4
+    from mfbo.training import TrainConfig, split_train_val, unseen_elements
+
+    pool, _ = split_train_val(read(str(tmp_path / "pool.traj"), index=":"), 0.1, TrainConfig().seed)
+    expected = unseen_elements(pool, read(str(tmp_path / "test.traj"), index=":"))
+    assert expected == ["Mo"] and record["unseen_test_elements"] == expected
