@@ -13,6 +13,14 @@ __all__ = ["register", "read_run_file", "DATA_KEYS"]
 
 # Keys of a run file that are not TrainConfig fields or hyperparameters.
 DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "output")
+# Keys that say how the data are held (mfbo.training._source.DataOptions fields).
+DATA_OPTION_KEYS = {
+    "data_mode": "mode",
+    "shard_dir": "shard_dir",
+    "featurize_workers": "workers",
+    "shard_size": "shard_size",
+    "data_memory_gb": "memory_limit_gb",
+}
 
 
 def register(subparsers) -> None:
@@ -22,7 +30,8 @@ def register(subparsers) -> None:
         description=(
             "Train one potential. CONFIG (JSON or TOML) holds TrainConfig fields and/or hyperparameter "
             "names (sigma_min, mcsh_order, ...) plus dataset paths: train (required), val (else split off "
-            "train with val_fraction), test (optional), data_fraction, cache_dir, output. Writes "
+            "train with val_fraction), test (optional), data_fraction, cache_dir, output, and how the data are "
+            "held: data_mode (auto/memory/stream), shard_dir, featurize_workers, shard_size, data_memory_gb. Writes "
             "OUTPUT/model.npz and OUTPUT/record.json (learning curve, test errors beside the trivial baselines) "
             "and prints them. 'preset = \"amptorch\"' starts from AMPTorch's exact settings."
         ),
@@ -65,6 +74,15 @@ def _fmt(value, digits=4):
     return str(value)
 
 
+def unseen_elements_of(labels, images) -> list[str]:
+    """Chemical symbols in ``images`` that no image of the LabelSet ``labels`` contains (sorted)."""
+    from ase.data import chemical_symbols
+
+    seen = {int(z) for numbers in labels.numbers for z in numbers}
+    other = {int(z) for a in images for z in a.get_atomic_numbers()}
+    return [chemical_symbols[z] for z in sorted(other - seen)]
+
+
 def _handler(args) -> int:
     from mfbo.errors import TrainingDiverged
     from mfbo.training._config import TrainConfig, config_from_hyperparameters
@@ -83,7 +101,10 @@ def _handler(args) -> int:
 
     if "train" not in data:
         raise ConfigError(f"run file {run_path}: field 'train' (path of the training data) is missing")
-    settings = {k: v for k, v in data.items() if k not in DATA_KEYS}
+    settings = {k: v for k, v in data.items() if k not in DATA_KEYS and k not in DATA_OPTION_KEYS}
+    options = {DATA_OPTION_KEYS[k]: v for k, v in data.items() if k in DATA_OPTION_KEYS}
+    if options.get("shard_dir") is not None:
+        options["shard_dir"] = str(path_of("shard_dir"))
     try:
         config = config_from_hyperparameters(TrainConfig(), settings)
     except ConfigError as exc:
@@ -98,23 +119,38 @@ def _handler(args) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
 
-    pool = load_images(path_of("train"), require_forces=config.get_forces)
-    if data.get("val") is not None:
-        val = load_images(path_of("val"), require_forces=config.get_forces)
-    else:
+    cache = path_of("cache_dir")
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._images import open_images
+    from mfbo.training._source import DataOptions, resolve_data_mode
+
+    try:
+        data_options = DataOptions.of(options)
+    except ConfigError as exc:
+        raise ConfigError(f"run file {run_path}: {exc}") from None
+    pool = open_images(path_of("train"))
+    val = open_images(path_of("val")) if data.get("val") is not None else pool
+    mode = resolve_data_mode(data_options, pool, val, gmp_params_of(config), config.get_forces, cache)
+    if mode == "memory":
+        pool = load_images(path_of("train"), require_forces=config.get_forces)
+        if data.get("val") is not None:
+            val = load_images(path_of("val"), require_forces=config.get_forces)
+        else:
+            pool, val = split_train_val(pool, config.val_fraction, config.seed)
+    elif data.get("val") is None:
         pool, val = split_train_val(pool, config.val_fraction, config.seed)
     test = load_images(path_of("test")) if data.get("test") is not None else None
     from mfbo.training._baselines import baseline_metrics, quality_lines, ratios_to_baselines, unseen_elements
 
-    for name, images in (("validation", val), ("test", test)):
-        missing = unseen_elements(pool, images or [])
-        if missing:
-            print(
-                f"warning: the {name} set holds element(s) {', '.join(missing)} that no training image has; "
-                "the model cannot have learned them and its errors there are extrapolation",
-                file=sys.stderr,
-            )
-    cache = path_of("cache_dir")
+    if mode == "memory":
+        for name, images in (("validation", val), ("test", test)):
+            missing = unseen_elements(pool, images or [])
+            if missing:
+                print(
+                    f"warning: the {name} set holds element(s) {', '.join(missing)} that no training image has; "
+                    "the model cannot have learned them and its errors there are extrapolation",
+                    file=sys.stderr,
+                )
     record_path = output / "record.json"
     record = {"run_file": str(run_path.resolve()), "config": config.to_dict(), "data_fraction": data_fraction}
     from mfbo.training._train import train  # torch is imported only once the inputs are known to be good
@@ -128,6 +164,7 @@ def _handler(args) -> int:
             test_images=test,
             cache=cache,
             progress=not args.no_progress,
+            data=data_options,
         )
     except TrainingDiverged as exc:
         record.update(status="diverged", error=str(exc), epoch=exc.epoch, last_metrics=exc.last_metrics)
@@ -137,11 +174,18 @@ def _handler(args) -> int:
     record.update(result.to_dict())
     if result.test_metrics:
         # Baselines fitted on everything the model was allowed to see (training + validation images).
-        test_baselines = baseline_metrics(list(pool) + list(val), test)
+        if mode == "memory":
+            seen, unseen = list(pool) + list(val), unseen_elements(pool, test)
+        else:
+            from mfbo.training._source import stored_labels
+
+            seen = stored_labels([pool, val], config, data_options, cache)
+            unseen = unseen_elements_of(stored_labels([pool], config, data_options, cache), test)
+        test_baselines = baseline_metrics(seen, test)
         record.update(
             test_baselines=test_baselines,
             test_ratios=ratios_to_baselines(result.test_metrics, test_baselines),
-            unseen_test_elements=unseen_elements(pool, test),
+            unseen_test_elements=unseen,
         )
     record.update(status="completed", model_path=str(model_path))
     record_path.write_text(json.dumps(record, indent=2))

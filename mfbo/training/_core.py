@@ -56,6 +56,13 @@ class ScaledPack:
             force_target=None if packed.forces is None else packed.forces / tscaler.scale,
         )
 
+    def batch(self, images: Sequence[int]) -> tuple[ScaledPack, Sequence[int]]:
+        """The pack holding a batch of this pack's images, and their indices in it.
+
+        In memory that is this pack itself; a streamed pack reads the batch from disk.
+        """
+        return self, images
+
 
 @dataclass
 class BatchOutput:
@@ -130,9 +137,9 @@ def predict_pack(
     energies, force_list = [], []
     try:
         for start in range(0, sp.packed.n_images, batch_size):
-            images = list(range(start, min(start + batch_size, sp.packed.n_images)))
-            out = run_batch(network, sp, images, forces=forces, create_graph=False)
-            energies.append(out.energy * scale + sp.ref_energy[start : start + len(images)])
+            bsp, images = sp.batch(list(range(start, min(start + batch_size, sp.packed.n_images))))
+            out = run_batch(network, bsp, images, forces=forces, create_graph=False)
+            energies.append(out.energy * scale + bsp.ref_energy[images[0] : images[0] + len(images)])
             if forces:
                 force_list.append(out.forces * scale)
     finally:

@@ -21,7 +21,10 @@ __all__ = [
 
 
 def _describe(source) -> str:
-    return str(source) if isinstance(source, (str, Path)) else "the given list of Atoms"
+    if isinstance(source, (str, Path)):
+        return str(source)
+    path = getattr(source, "path", None)  # an open_images view
+    return str(path) if path is not None else "the given list of Atoms"
 
 
 def _stored(atoms, name):
@@ -145,7 +148,8 @@ def split_train_val(images: Sequence, val_fraction: float, seed: int) -> tuple[l
         seed: RNG seed.
 
     Returns:
-        (train, val): lists in the permuted order.
+        (train, val): lists in the permuted order (views, when ``images`` is an
+        :func:`~mfbo.training.open_images` view: no image is read).
     """
     n = len(images)
     if not 0.0 < float(val_fraction) < 1.0:
@@ -154,6 +158,8 @@ def split_train_val(images: Sequence, val_fraction: float, seed: int) -> tuple[l
         raise DataError(f"cannot split {n} image(s) into training and validation sets")
     n_val = min(n - 1, max(1, int(round(val_fraction * n))))
     perm = np.random.default_rng(seed).permutation(n)
+    if hasattr(images, "take"):
+        return images.take(perm[n_val:]), images.take(perm[:n_val])
     images = list(images)
     return [images[i] for i in perm[n_val:]], [images[i] for i in perm[:n_val]]
 
@@ -177,8 +183,10 @@ def nested_subset(train: Sequence, data_fraction: float, seed: int) -> list:
         seed: RNG seed of the permutation.
 
     Returns:
-        list of ceil(f * N) images.
+        list of ceil(f * N) images (a view for an :func:`~mfbo.training.open_images` view).
     """
+    if hasattr(train, "take"):
+        return train.take(nested_subset_indices(len(train), data_fraction, seed))
     return [train[i] for i in nested_subset_indices(len(train), data_fraction, seed)]
 
 

@@ -34,6 +34,9 @@ class PackedImages:
             or None.
         dfeatures: per image, (P_k, F, 3) ``d features[pair_i, m] / d positions[pair_j, k]``,
             or None.
+        flat_pairs: optional ``(pair_i, pair_j, dfeatures)`` of all images as one block with
+            pack-wide atom indices (a batch read from shards); when a batch is the whole pack, the
+            force product then runs as one operation instead of image by image.
     """
 
     numbers: torch.Tensor
@@ -45,6 +48,7 @@ class PackedImages:
     pair_i: list[torch.Tensor] | None = None
     pair_j: list[torch.Tensor] | None = None
     dfeatures: list[torch.Tensor] | None = None
+    flat_pairs: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     def __post_init__(self):
         # Python-side offsets: batching loops over images and must not sync with a device.
@@ -80,6 +84,9 @@ class PackedImages:
             pair_i=conv(self.pair_i),
             pair_j=conv(self.pair_j),
             dfeatures=conv(self.dfeatures, True),
+            flat_pairs=None if self.flat_pairs is None else (
+                conv(self.flat_pairs[0]), conv(self.flat_pairs[1]), conv(self.flat_pairs[2], True)
+            ),
         )
 
     def atom_index(self, images: Sequence[int]) -> torch.Tensor:
@@ -110,6 +117,11 @@ def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor)
         (A_b, 3) forces in the energy units of ``grad_features`` per A; differentiable w.r.t.
         ``grad_features`` (so a force loss can be backpropagated into the network).
     """
+    if packed.flat_pairs is not None and [k for _, k in segments] == list(range(packed.n_images)):
+        pair_i, pair_j, dfeatures = packed.flat_pairs
+        contrib = torch.einsum("pfc,pf->pc", dfeatures, grad_features.index_select(0, pair_i))
+        forces = torch.zeros(grad_features.shape[0], 3, dtype=grad_features.dtype, device=grad_features.device)
+        return -forces.index_add(0, pair_j, contrib)
     out = []
     for atoms_slice, k in segments:
         g = grad_features[atoms_slice]

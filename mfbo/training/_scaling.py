@@ -68,23 +68,90 @@ class FeatureScaler:
         numbers = np.asarray(numbers)
         elements = np.unique(numbers) if per_element else np.array([], dtype=np.int64)
         groups = [numbers == z for z in elements] + [np.ones(len(numbers), dtype=bool)]
-        n_features = features.shape[1]
-        mul = np.ones((len(groups), n_features))
-        add = np.zeros((len(groups), n_features))
-        lo, hi = (float(x) for x in feature_range)
-        for row, mask in enumerate(groups):
+        stats = []
+        for mask in groups:
             x = features[mask]
             if kind == "normalize":
-                xmin, xmax = x.min(axis=0), x.max(axis=0)
+                stats.append((x.min(axis=0), x.max(axis=0)))
+            elif kind == "standardize":
+                stats.append((x.mean(axis=0), x.std(axis=0)))
+            else:
+                stats.append(None)
+        return cls._from_stats(kind, elements, stats, features.shape[1], feature_range)
+
+    @classmethod
+    def fit_chunks(
+        cls,
+        chunks,
+        elements: np.ndarray,
+        n_features: int,
+        kind: str = "normalize",
+        feature_range=(0.0, 1.0),
+        per_element: bool = True,
+    ) -> FeatureScaler:
+        """:meth:`fit` over data that arrives in pieces (a streamed training subset).
+
+        Args:
+            chunks: iterable of ``(features (A_c, F), numbers (A_c,))``.
+            elements: the atomic numbers present in all chunks together.
+            n_features: F.
+
+        Min-max statistics equal :meth:`fit`'s exactly; means and standard deviations are merged
+        chunk by chunk (Chan et al.) and agree with it to rounding.
+        """
+        elements = np.unique(np.asarray(elements)) if per_element else np.array([], dtype=np.int64)
+        n_groups = len(elements) + 1
+        lo = np.full((n_groups, n_features), np.inf)
+        hi = np.full((n_groups, n_features), -np.inf)
+        count = np.zeros(n_groups)
+        mean = np.zeros((n_groups, n_features))
+        m2 = np.zeros((n_groups, n_features))
+        for features, numbers in chunks:
+            features = np.asarray(features, dtype=np.float64)
+            numbers = np.asarray(numbers)
+            masks = [numbers == z for z in elements] + [np.ones(len(numbers), dtype=bool)]
+            for row, mask in enumerate(masks):
+                x = features[mask]
+                if not len(x):
+                    continue
+                lo[row] = np.minimum(lo[row], x.min(axis=0))
+                hi[row] = np.maximum(hi[row], x.max(axis=0))
+                n_b, mean_b = len(x), x.mean(axis=0)
+                m2_b = ((x - mean_b) ** 2).sum(axis=0)
+                n_a = count[row]
+                delta = mean_b - mean[row]
+                total = n_a + n_b
+                mean[row] = mean[row] + delta * (n_b / total)
+                m2[row] = m2[row] + m2_b + delta**2 * (n_a * n_b / total)
+                count[row] = total
+        stats = []
+        for row in range(n_groups):
+            if kind == "normalize":
+                stats.append((lo[row], hi[row]))
+            elif kind == "standardize":
+                stats.append((mean[row], np.sqrt(m2[row] / max(count[row], 1.0))))
+            else:
+                stats.append(None)
+        return cls._from_stats(kind, elements, stats, n_features, feature_range)
+
+    @classmethod
+    def _from_stats(cls, kind, elements, stats, n_features, feature_range) -> FeatureScaler:
+        """Per group (each element, then all atoms): (min, max) for "normalize", (mean, std) for "standardize"."""
+        mul = np.ones((len(stats), n_features))
+        add = np.zeros((len(stats), n_features))
+        lo, hi = (float(x) for x in feature_range)
+        for row, stat in enumerate(stats):
+            if kind == "normalize":
+                xmin, xmax = stat
                 span = xmax - xmin
                 m = np.where(span < _TINY_RANGE, 1.0, (hi - lo) / np.where(span < _TINY_RANGE, 1.0, span))
                 mul[row], add[row] = m, lo - xmin * m
             elif kind == "standardize":
-                mean, std = x.mean(axis=0), x.std(axis=0)
+                mean, std = stat
                 m = np.where(std < _TINY_RANGE, 1.0, 1.0 / np.where(std < _TINY_RANGE, 1.0, std))
                 mul[row], add[row] = m, -mean * m
-        row_of_z = np.full(N_Z, len(groups) - 1, dtype=np.int64)
-        row_of_z[elements.astype(np.int64)] = np.arange(len(elements))
+        row_of_z = np.full(N_Z, len(stats) - 1, dtype=np.int64)
+        row_of_z[np.asarray(elements).astype(np.int64)] = np.arange(len(elements))
         return cls(kind=kind, row_of_z=row_of_z, mul=mul, add=add)
 
     def rows(self, numbers: torch.Tensor) -> torch.Tensor:

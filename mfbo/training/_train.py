@@ -15,12 +15,13 @@ from mfbo.errors import ConfigError, DataError, TrainingDiverged
 from mfbo.training._baselines import baseline_metrics, is_error_scale
 from mfbo.training._config import TrainConfig
 from mfbo.training._core import ScaledPack, error_metrics, predict_pack, run_batch
-from mfbo.training._data import load_images, nested_subset
+from mfbo.training._data import load_images
 from mfbo.training._featurize import featurize_images, gmp_params_of
 from mfbo.training._model import SingleNN
 from mfbo.training._packed import PackedImages, pack_images
 from mfbo.training._record_keys import RECORD_KEYS
-from mfbo.training._scaling import FeatureScaler, TargetScaler
+from mfbo.training._scaling import TargetScaler
+from mfbo.training._source import prepare_data
 from mfbo.training._trained import TrainedModel
 
 __all__ = ["train", "TrainResult", "CURVE_KEYS"]
@@ -190,20 +191,25 @@ def train(
     test_images=None,
     cache=None,
     progress: bool = False,
+    data=None,
 ) -> TrainResult:
     """Train a SingleNN potential at one fidelity.
 
     Args:
         config: the run's TrainConfig.
-        train_images: training pool (path or list of Atoms); ``data_fraction`` selects the nested
-            subset of it (:func:`nested_subset` with ``config.seed``).
-        val_images: fixed validation set (path or list of Atoms), the same at every fidelity.
+        train_images: training pool (path, :func:`open_images` view or list of Atoms);
+            ``data_fraction`` selects the nested subset of it (:func:`nested_subset` with
+            ``config.seed``).
+        val_images: fixed validation set (path, view or list of Atoms), the same at every fidelity.
         data_fraction: fidelity in (0, 1].
         epochs: fidelity; defaults to ``config.epochs`` (with a cosine schedule the run is the
             prefix of a ``config.epochs`` run).
         test_images: optional test set, evaluated once after training (never used for training).
         cache: None (featurise directly), a FingerprintCache, or a cache directory.
         progress: tqdm progress bars on stderr.
+        data: how the data are held: None/"auto", "memory", "stream", or a dict of
+            :class:`~mfbo.training._source.DataOptions` fields (shard directory, featurisation
+            processes, shard size, the auto mode's memory limit).
 
     Returns:
         TrainResult.
@@ -223,46 +229,25 @@ def train(
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
         raise ConfigError(f"epochs={epochs!r} must be a positive integer")
     forces_on = bool(config.get_forces)
-    pool = _images(train_images, "training set", forces_on)
-    val = _images(val_images, "validation set", forces_on)
     test = None if test_images is None else _images(test_images, "test set", False)
-    subset = nested_subset(pool, data_fraction, config.seed)
     device, dtype = _device(config), _dtype(config)
 
     with _threads(config.num_threads), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(config.seed)
         params = gmp_params_of(config)
-        t0, c0 = time.perf_counter(), time.process_time()
-        train_fps = featurize_images(subset, params, derivatives=forces_on, cache=cache, progress=progress)
-        val_fps = featurize_images(val, params, derivatives=forces_on, cache=cache, progress=progress)
-        t_featurize, c_featurize = time.perf_counter() - t0, time.process_time() - c0
-        train_pack = pack_images(subset, train_fps, jacobian=forces_on)
-        val_pack = pack_images(val, val_fps, jacobian=forces_on)
-        del train_fps, val_fps
-        fscaler = FeatureScaler.fit(
-            train_pack.features.numpy(),
-            train_pack.numbers.numpy(),
-            config.feature_scaling,
-            config.feature_range,
-            config.feature_scaling_per_element,
+        prepared = prepare_data(
+            config, params, train_images, val_images, data_fraction=data_fraction, cache=cache,
+            progress=progress, device=device, dtype=dtype, options=data,
         )
-        offsets = train_pack.atom_offsets.tolist()
-        numbers = train_pack.numbers.numpy()
-        tscaler = TargetScaler.fit(
-            train_pack.energies.numpy(),
-            [numbers[offsets[k] : offsets[k + 1]] for k in range(len(subset))],
-            config.target_scaling,
-        )
-        train_sp = ScaledPack.build(train_pack.to(device, dtype), fscaler, tscaler)
-        val_sp = ScaledPack.build(val_pack.to(device, dtype), fscaler, tscaler)
-        del train_pack, val_pack
-        n_features = train_sp.packed.features.shape[1]
+        train_sp, val_sp, fscaler, tscaler = prepared.train, prepared.val, prepared.fscaler, prepared.tscaler
+        t_featurize, c_featurize = prepared.featurize_s, prepared.featurize_cpu_s
+        n_features = prepared.n_features
         network = SingleNN(
             n_features, config.num_layers, config.num_nodes, config.activation, config.batchnorm, config.dropout
         ).to(device=device, dtype=dtype)
         t_setup, c_setup = time.perf_counter() - t_start, time.process_time() - c_start
 
-        val_baselines = baseline_metrics(subset, val)
+        val_baselines = baseline_metrics(prepared.train_labels, prepared.val_labels)
         curve, epoch_times, best_epoch = _fit(
             config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start, val_baselines
         )
@@ -270,8 +255,8 @@ def train(
 
         metadata = {
             "n_features": int(n_features),
-            "elements": sorted({int(z) for z in np.unique(numbers)}),
-            "n_train": len(subset),
+            "elements": prepared.elements,
+            "n_train": prepared.n_train,
             "data_fraction": float(data_fraction),
             "epochs": int(n_epochs),
             "best_epoch": best_epoch,
@@ -299,14 +284,15 @@ def train(
         model=model,
         timings=timings,
         test_metrics=test_metrics,
-        n_train=len(subset),
-        n_val=len(val),
+        n_train=prepared.n_train,
+        n_val=prepared.n_val,
         config=config,
         extra={
             "data_fraction": float(data_fraction),
             "epochs": int(n_epochs),
             "best_epoch": best_epoch,
             "val_baselines": val_baselines,
+            "data_mode": prepared.mode,
         },
     )
 
@@ -394,17 +380,18 @@ def _fit(
         counts = dict(f=0, f_free=0, batches=0)
         for start in range(0, n, config.batch_size):
             images = order[start : start + config.batch_size]
-            out = run_batch(network, train_sp, images, forces=use_force_loss, create_graph=True)
+            bsp, images = train_sp.batch(images)  # a streamed pack reads the batch from disk
+            out = run_batch(network, bsp, images, forces=use_force_loss, create_graph=True)
             image_index = torch.as_tensor(images, device=out.energy.device)
-            e_err = out.energy - train_sp.energy_target[image_index]
+            e_err = out.energy - bsp.energy_target[image_index]
             if tscaler.per_atom_loss:
                 loss_e = _loss_term(e_err / out.n_atoms, config)
             else:
                 loss_e = _loss_term(e_err, config)
             loss = loss_e
             if use_force_loss:
-                f_err = out.forces - train_sp.force_target[out.atoms]
-                free = packed.free[out.atoms]
+                f_err = out.forces - bsp.force_target[out.atoms]
+                free = bsp.packed.free[out.atoms]
                 loss_f = _loss_term(f_err[free] if free_only else f_err, config)
                 loss = 0.5 * (loss_e + config.force_coefficient * loss_f)
             else:
@@ -426,7 +413,7 @@ def _fit(
                     abs_f = f_err.detach().abs() * scale
                     sums["f"] += float(abs_f.sum())
                     counts["f"] += abs_f.numel()
-                    free_f = abs_f[packed.free[out.atoms]]
+                    free_f = abs_f[bsp.packed.free[out.atoms]]
                     sums["f_free"] += float(free_f.sum())
                     counts["f_free"] += free_f.numel()
         epoch_loss = sums["loss"] / max(counts["batches"], 1)

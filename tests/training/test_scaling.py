@@ -37,3 +37,18 @@ def test_target_scaler_per_element_recovers_references():
     a = TargetScaler.fit(np.array(energies), numbers, "amptorch")
     assert np.isclose(a.offset, np.mean(energies)) and np.isclose(a.scale, np.std(energies, ddof=1))
     assert not a.per_atom_loss and np.all(a.ref == 0)
+
+
+def test_feature_scaler_fitted_in_chunks_equals_one_fit():
+    rng = np.random.default_rng(4)
+    features = rng.normal(size=(300, 5)) * [1.0, 10.0, 0.1, 3.0, 1e-9] + [0.0, 5.0, -2.0, 1.0, 7.0]
+    numbers = rng.choice([1, 8, 29], size=300)
+    pieces = [(features[a:b], numbers[a:b]) for a, b in ((0, 7), (7, 150), (150, 151), (151, 300))]
+    for kind in ("normalize", "standardize", "none"):
+        for per_element in (True, False):
+            whole = FeatureScaler.fit(features, numbers, kind, (-1.0, 1.0), per_element)
+            chunked = FeatureScaler.fit_chunks(iter(pieces), np.unique(numbers), 5, kind, (-1.0, 1.0), per_element)
+            assert np.array_equal(whole.row_of_z, chunked.row_of_z)
+            exact = kind != "standardize"  # min/max are exact; merged moments agree to rounding
+            np.testing.assert_allclose(chunked.mul, whole.mul, rtol=0 if exact else 1e-12)
+            np.testing.assert_allclose(chunked.add, whole.add, rtol=0 if exact else 1e-12, atol=0 if exact else 1e-12)

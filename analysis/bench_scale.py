@@ -1,0 +1,291 @@
+"""Training on OC20-scale data in bounded memory: peak RSS, featurisation and epoch throughput.
+
+    PYTHONUNBUFFERED=1 python analysis/bench_scale.py --sizes 1000 2000 5000 --out analysis/scale_results/cpu.json
+
+OC20-like data are made from the bundled 569-image OC20 pool: image k is pool image k mod 569 with every
+atom displaced by a Gaussian of ``--rattle`` Å (0.02) per component, labels (energy, forces, FixAtoms)
+kept. One file of ``max(sizes) / (1 - val_fraction)`` images is written; each size is the training subset
+``--data-fraction n / pool`` of it (the nested fidelity subsets), with the same fixed validation set (10%).
+Default TrainConfig (forces on, 20 GMP features, float64), one torch thread everywhere.
+
+What it measures, each in a fresh child process (``mfbo train``; peak RSS from ``wait4``):
+
+1. Featurisation throughput of ``--feat-images`` images with Jacobians into shards: 1 process (in the
+   parent, one torch thread) against 2 worker processes (spawned, one thread each; their start-up, about
+   2 s each for importing torch, is included). Printed: images/s and the speed-up (target >= 1.8x).
+2. Stored against recomputed Jacobians: seconds per image to read a batch's Jacobians from the shards
+   against recomputing them (``featurize_many`` with derivatives) for the same batch.
+3. The whole file featurised into shards once (2 processes), then for each size a 1-epoch
+   ``mfbo train --data-fraction f`` with ``data_mode = "stream"``: peak RSS of the child, epoch wall and
+   CPU seconds per processed image (an epoch trains on the subset, then predicts the fixed validation
+   set: seconds / (n_train + n_val)). Printed: RSS(n) / RSS(smallest) (target <= 1.5x at 5k vs 1k) and
+   the per-image epoch time relative to the smallest size (target within +-25 %). The machine's load
+   average is recorded beside each measurement: on a shared machine it decides the wall times.
+4. Reference: the in-memory path (``data_mode = "memory"``) at the smallest size: its peak RSS and epoch
+   time beside the streamed run's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def make_dataset(path: Path, n: int, rattle: float, seed: int = 0) -> None:
+    """Write ``n`` rattled copies of the OC20 pool's images (labels kept) to a .traj file."""
+    from ase.calculators.singlepoint import SinglePointCalculator
+    from ase.io import Trajectory, read
+
+    from mfbo.datasets import OC20_TRAIN_POOL
+
+    pool = read(str(OC20_TRAIN_POOL), index=":")
+    rng = np.random.default_rng(seed)
+    with Trajectory(str(path), "w") as traj:
+        for k in range(n):
+            src = pool[k % len(pool)]
+            atoms = src.copy()
+            atoms.positions = atoms.positions + rng.normal(0.0, rattle, size=atoms.positions.shape)
+            atoms.calc = SinglePointCalculator(
+                atoms, energy=src.get_potential_energy(apply_constraint=False), forces=src.get_forces(apply_constraint=False)
+            )
+            traj.write(atoms)
+
+
+def _child_env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def run_train(workdir: Path, run: dict, tag: str, fraction: float) -> dict:
+    """``mfbo train`` for 1 epoch in a child process: its record, peak RSS (bytes) and wall seconds."""
+    import tomli_w
+
+    run_file = workdir / f"{tag}.toml"
+    run = {**run, "output": str(workdir / tag)}
+    run_file.write_text(tomli_w.dumps(run))
+    t0 = time.perf_counter()
+    log_out, log_err = workdir / f"{tag}.out", workdir / f"{tag}.err"
+    with open(log_out, "w") as fo, open(log_err, "w") as fe:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mfbo.cli", "train", str(run_file), "--epochs", "1",
+             "--data-fraction", repr(fraction)],
+            cwd=workdir, env=_child_env(), stdout=fo, stderr=fe,
+        )
+        # wait4 gives this child's own peak RSS (Linux: kilobytes), not the largest of all children so far.
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = log_out.read_text(), log_err.read_text()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"mfbo train ({tag}) failed:\n{out}\n{err}")
+    record = json.loads((workdir / tag / "record.json").read_text())
+    return {"record": record, "peak_rss_bytes": usage.ru_maxrss * 1024, "wall_s": wall}
+
+
+def _cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its finished children (the worker processes)."""
+    import resource
+
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def featurisation_speed(path: Path, n_images: int, workdir: Path) -> dict:
+    """Images/s into shards with 1 process against 2 processes (the first ``n_images`` of ``path``)."""
+    import torch
+    from ase.io import Trajectory, read
+
+    from mfbo.training import TrainConfig, open_images
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._shards import build_shards
+
+    sub = workdir / "feat.traj"
+    with Trajectory(str(sub), "w") as traj:
+        for atoms in read(str(path), index=f":{n_images}"):
+            traj.write(atoms)
+    params = gmp_params_of(TrainConfig())
+    images = open_images(sub)
+    out = {"n_images": n_images, "load_average_before": os.getloadavg()}
+    torch.set_num_threads(1)
+    for workers in (1, 2):
+        target = workdir / f"feat-shards-{workers}"
+        if target.exists():
+            shutil.rmtree(target)  # measure a cold featurisation, not a resumed one
+        t0 = time.perf_counter()
+        cpu0 = _cpu_seconds()
+        build_shards(images, params, target, derivatives=True, require_forces=True,
+                     workers=workers, shard_size=32)
+        dt = time.perf_counter() - t0
+        cpu = _cpu_seconds() - cpu0
+        out[f"workers_{workers}"] = {"seconds": dt, "images_per_s": n_images / dt, "cpu_seconds": cpu,
+                                     "load_average_after": os.getloadavg()}
+        print(f"featurisation, {workers} process(es): {n_images} images in {dt:.1f} s = {n_images / dt:.1f} img/s, "
+              f"{cpu:.1f} CPU s (this process and its workers)", flush=True)
+    out["speedup_2_vs_1"] = out["workers_2"]["images_per_s"] / out["workers_1"]["images_per_s"]
+    # What 2 free cores would give: the work (CPU seconds) of one process over that of two, times two.
+    out["cpu_efficiency_2_vs_1"] = out["workers_1"]["cpu_seconds"] / out["workers_2"]["cpu_seconds"]
+    print(f"  2 processes / 1 process: {out['speedup_2_vs_1']:.2f}x wall (target >= 1.8x); CPU seconds 1 / 2 "
+          f"processes {out['cpu_efficiency_2_vs_1']:.2f} (2 idle cores would give about "
+          f"{2 * out['cpu_efficiency_2_vs_1']:.2f}x)", flush=True)
+    return out
+
+
+def jacobian_read_vs_recompute(path: Path, store_dir: Path, batches: int = 8, batch: int = 16) -> dict:
+    """Seconds per image: read a batch's Jacobians from shards against recomputing them."""
+    import torch
+
+    from mfbo.fingerprints import featurize_many
+    from mfbo.training import TrainConfig, open_images
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._shards import ShardSet
+
+    torch.set_num_threads(1)
+    store = ShardSet(store_dir)
+    images = open_images(path)
+    params = gmp_params_of(TrainConfig())
+    rng = np.random.default_rng(1)
+    ids = [rng.choice(store.n_images, size=batch, replace=False) for _ in range(batches)]
+    t0 = time.perf_counter()
+    for group in ids:
+        store.features_of(group)
+        for g in group:
+            store.jacobian_of(int(g))
+    read_s = (time.perf_counter() - t0) / (batches * batch)
+    atoms = [[images.read_file_image(int(g)) for g in group] for group in ids]
+    t0 = time.perf_counter()
+    for group in atoms:
+        featurize_many(group, params, derivatives=True)
+    recompute_s = (time.perf_counter() - t0) / (batches * batch)
+    print(f"Jacobians per image: read from shards {read_s * 1e3:.2f} ms, recomputed {recompute_s * 1e3:.1f} ms "
+          f"({recompute_s / read_s:.0f}x the read)", flush=True)
+    return {"read_s_per_image": read_s, "recompute_s_per_image": recompute_s, "recompute_over_read": recompute_s / read_s}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000], help="training-subset sizes")
+    ap.add_argument("--feat-images", type=int, default=384, help="images for the 1 vs 2 process featurisation")
+    ap.add_argument("--rattle", type=float, default=0.02, help="Gaussian displacement per component (Å)")
+    ap.add_argument("--workdir", default=None, help="data and shards (default: a temporary directory, removed)")
+    ap.add_argument("--out", default=None, help="write every number to this JSON file")
+    ap.add_argument("--only-featurisation", action="store_true", help="measure 1 vs 2 processes only")
+    args = ap.parse_args(argv)
+    import torch
+
+    sizes = sorted(args.sizes)
+    val_fraction = 0.1
+    n_file = int(np.ceil(sizes[-1] / (1 - val_fraction))) + 1
+    tmp = None
+    if args.workdir is None:
+        tmp = tempfile.TemporaryDirectory(prefix="bench-scale-")
+        workdir = Path(tmp.name)
+    else:
+        workdir = Path(args.workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+    report: dict = {
+        "load_average_at_start": os.getloadavg(),
+        "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
+                    "platform": platform.platform()},
+        "sizes": sizes, "file_images": n_file, "rattle_A": args.rattle, "val_fraction": val_fraction,
+    }
+    data = workdir / "oc20_like.traj"
+    if not data.is_file():
+        t0 = time.perf_counter()
+        make_dataset(data, n_file, args.rattle)
+        print(f"wrote {n_file} rattled OC20 images to {data} in {time.perf_counter() - t0:.0f} s", flush=True)
+
+    report["featurisation"] = featurisation_speed(data, args.feat_images, workdir)
+    if args.only_featurisation:
+        if args.out:
+            Path(args.out).write_text(json.dumps(report, indent=1))
+        return 0
+
+    shard_dir = workdir / "shards"
+    run = {"train": str(data), "val_fraction": val_fraction, "data_mode": "stream", "shard_dir": str(shard_dir),
+           "featurize_workers": 2, "num_threads": 1}
+    t0 = time.perf_counter()
+    cold = run_train(workdir, run, "featurise", sizes[0] / (n_file - round(val_fraction * n_file)))
+    report["featurise_whole_file"] = {"seconds_incl_training": time.perf_counter() - t0,
+                                      "peak_rss_bytes": cold["peak_rss_bytes"],
+                                      "featurize_s": cold["record"]["timings"]["featurize"]}
+    print(f"featurised {n_file} images into shards (2 processes) in {cold['record']['timings']['featurize']:.0f} s; "
+          f"peak RSS of that run {cold['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
+    store_dirs = [p for p in shard_dir.glob("*/*-jac") if p.is_dir()]
+    report["jacobian"] = jacobian_read_vs_recompute(data, store_dirs[0])
+
+    n_pool = n_file - round(val_fraction * n_file)
+    runs = []
+    for n in sizes:
+        res = run_train(workdir, run, f"stream-{n}", n / n_pool)
+        rec = res["record"]
+        epoch = rec["curve"][0]
+        row = {"n_train": rec["n_train"], "n_val": rec["n_val"], "peak_rss_bytes": res["peak_rss_bytes"],
+               "epoch_s": epoch["epoch_time"], "epoch_cpu_s": epoch["epoch_cpu_time"],
+               "epoch_s_per_image": epoch["epoch_time"] / rec["n_train"],
+               "epoch_cpu_s_per_image": epoch["epoch_cpu_time"] / rec["n_train"],
+               # An epoch trains on n_train images and then predicts the n_val validation images.
+               "epoch_s_per_processed_image": epoch["epoch_time"] / (rec["n_train"] + rec["n_val"]),
+               "epoch_cpu_s_per_processed_image": epoch["epoch_cpu_time"] / (rec["n_train"] + rec["n_val"]),
+               "load_average": os.getloadavg(),
+               "setup_s": rec["timings"]["setup"], "wall_s": res["wall_s"]}
+        runs.append(row)
+        print(f"stream n={row['n_train']}: peak RSS {row['peak_rss_bytes'] / 1e6:.0f} MB, epoch {row['epoch_s']:.1f} s "
+              f"({row['epoch_s_per_image'] * 1e3:.2f} ms/img wall, {row['epoch_cpu_s_per_image'] * 1e3:.2f} ms/img CPU)",
+              flush=True)
+    base = runs[0]
+    for row in runs:
+        row["rss_ratio"] = row["peak_rss_bytes"] / base["peak_rss_bytes"]
+        row["epoch_per_image_ratio"] = row["epoch_s_per_image"] / base["epoch_s_per_image"]
+        row["epoch_cpu_per_image_ratio"] = row["epoch_cpu_s_per_image"] / base["epoch_cpu_s_per_image"]
+        row["epoch_per_processed_image_ratio"] = (
+            row["epoch_s_per_processed_image"] / base["epoch_s_per_processed_image"]
+        )
+        row["epoch_cpu_per_processed_image_ratio"] = (
+            row["epoch_cpu_s_per_processed_image"] / base["epoch_cpu_s_per_processed_image"]
+        )
+    report["stream"] = runs
+
+    mem = run_train(workdir, {**run, "data_mode": "memory"}, f"memory-{sizes[0]}", sizes[0] / n_pool)
+    epoch = mem["record"]["curve"][0]
+    report["memory_reference"] = {
+        "n_train": mem["record"]["n_train"], "peak_rss_bytes": mem["peak_rss_bytes"], "epoch_s": epoch["epoch_time"],
+        "epoch_cpu_s": epoch["epoch_cpu_time"], "setup_s": mem["record"]["timings"]["setup"],
+        "stream_over_memory_rss": base["peak_rss_bytes"] / mem["peak_rss_bytes"],
+        "stream_over_memory_epoch_cpu": base["epoch_cpu_s"] / epoch["epoch_cpu_time"],
+    }
+
+    print("\nratios against the smallest streamed run (targets: RSS 5k/1k <= 1.5x, per-image epoch time within 25 %)")
+    print("(per image: epoch seconds over the training + validation images an epoch processes)")
+    print(f"{'n_train':>8} {'RSS MB':>8} {'RSS ratio':>9} {'ms/img':>7} {'wall ratio':>10} {'CPU ratio':>9}")
+    for row in runs:
+        print(f"{row['n_train']:>8} {row['peak_rss_bytes'] / 1e6:>8.0f} {row['rss_ratio']:>9.2f} "
+              f"{row['epoch_s_per_processed_image'] * 1e3:>7.2f} {row['epoch_per_processed_image_ratio']:>10.2f} "
+              f"{row['epoch_cpu_per_processed_image_ratio']:>9.2f}")
+    m = report["memory_reference"]
+    print(f"in-memory path at n={m['n_train']}: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB "
+          f"(streamed / in-memory {m['stream_over_memory_rss']:.2f}x), epoch CPU {m['epoch_cpu_s']:.1f} s "
+          f"(streamed / in-memory {m['stream_over_memory_epoch_cpu']:.2f}x)")
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=1))
+        print(f"wrote {args.out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

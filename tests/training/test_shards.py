@@ -1,0 +1,97 @@
+"""The shard store: written once, reused without recomputation, equal to direct featurisation."""
+
+import numpy as np
+import pytest
+from ase.io import read, write
+
+from mfbo.datasets import OC20_TRAIN_POOL
+from mfbo.errors import ConfigError, DataError
+from mfbo.training import open_images
+from mfbo.training._featurize import gmp_params_of
+from mfbo.training._shards import ShardSet, build_shards
+from tests.training.conftest import SMALL_FP, needs_fingerprints
+
+pytestmark = needs_fingerprints
+
+
+@pytest.fixture
+def params():
+    from mfbo.training import TrainConfig
+
+    return gmp_params_of(TrainConfig(fp_params=SMALL_FP))
+
+
+@pytest.fixture(scope="module")
+def oc20_eleven():
+    return read(str(OC20_TRAIN_POOL), index=":11")
+
+
+def _counting(monkeypatch):
+    import mfbo.training._shards as shards
+
+    calls = []
+    real = shards._featurize
+
+    def counted(images, params, derivatives):
+        calls.append(len(images))
+        return real(images, params, derivatives)
+
+    monkeypatch.setattr(shards, "_featurize", counted)
+    return calls
+
+
+def test_shards_equal_direct_featurisation_and_are_reused(tmp_path, oc20_eleven, params, monkeypatch):
+    from mfbo.fingerprints import featurize_many
+
+    write(tmp_path / "d.traj", oc20_eleven)
+    images = open_images(tmp_path / "d.traj")
+    calls = _counting(monkeypatch)
+    store = build_shards(images, params, tmp_path / "shards", derivatives=True, require_forces=True, shard_size=4)
+    assert calls == [4, 4, 3] and len(store.shards) == 3 and store.n_images == 11
+    # (Featurised in other batches than here: equal to rounding.)
+    direct = featurize_many(oc20_eleven, params, derivatives=True)
+    close = dict(rtol=1e-12, atol=1e-14)
+    for g in (0, 5, 10):
+        np.testing.assert_allclose(store.features_of([g]), direct[g].features, **close)
+        pi, pj, df = store.jacobian_of(g)
+        assert np.array_equal(pi, direct[g].pair_i) and np.array_equal(pj, direct[g].pair_j)
+        np.testing.assert_allclose(df, direct[g].dfeatures, **close)
+    np.testing.assert_allclose(store.features_of([9, 2]), np.concatenate([direct[9].features, direct[2].features]),
+                               **close)
+    assert np.allclose(store.energies, [a.get_potential_energy() for a in oc20_eleven])
+    # A second call (another run, another fidelity) computes nothing; a different shard size
+    # asked for later keeps the store's own.
+    again = build_shards(images, params, tmp_path / "shards", derivatives=True, shard_size=5)
+    assert calls == [4, 4, 3] and again.directory == store.directory and again.shard_size == 4
+    # Values-only and other parameters are separate stores.
+    build_shards(images, params, tmp_path / "shards", derivatives=False, shard_size=4)
+    assert calls == [4, 4, 3, 4, 4, 3]
+
+
+def test_a_missing_shard_is_recomputed_alone(tmp_path, oc20_eleven, params, monkeypatch):
+    import shutil
+
+    write(tmp_path / "d.traj", oc20_eleven)
+    images = open_images(tmp_path / "d.traj")
+    store = build_shards(images, params, tmp_path / "s", derivatives=True, shard_size=4)
+    shutil.rmtree(store.directory / "shard-00001")
+    with pytest.raises(DataError, match="lacks shard-00001"):
+        ShardSet(store.directory)
+    calls = _counting(monkeypatch)
+    build_shards(images, params, tmp_path / "s", derivatives=True, shard_size=4)
+    assert calls == [4]
+
+
+def test_missing_energy_or_forces_name_the_file_and_image(tmp_path, oc20_eleven, params):
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    images = [a.copy() for a in oc20_eleven[:3]]
+    for a, b in zip(images, oc20_eleven[:3]):
+        a.calc = SinglePointCalculator(a, energy=b.get_potential_energy(), forces=b.get_forces())
+    images[2].calc = SinglePointCalculator(images[2], energy=1.0)
+    write(tmp_path / "noforce.traj", images)
+    with pytest.raises(DataError, match=r"noforce\.traj: image 2 has no forces"):
+        build_shards(open_images(tmp_path / "noforce.traj"), params, tmp_path / "s", derivatives=True,
+                     require_forces=True)
+    with pytest.raises(ConfigError, match="workers"):
+        build_shards(open_images(tmp_path / "noforce.traj"), params, tmp_path / "s", derivatives=True, workers=0)
