@@ -2,7 +2,10 @@
 
 Two rules (``MultiFidelityOptimizer(recommendation=...)``):
 
-- ``"evaluated"`` (default): among the evaluated feasible designs (whatever fidelity each ran at), the
+- ``"evaluated"`` (default): once any trial ran at target fidelity, the optimiser recommends the
+  target-fidelity run with the lowest observed value and keeps it until a new target-fidelity result
+  arrives (``MultiFidelityOptimizer.recommend``). Before that, :func:`recommend_evaluated`: among the
+  evaluated feasible designs (whatever fidelity each ran at), the
   one with the best pessimistic estimate at target fidelity, posterior mean minus one posterior standard
   deviation (maximisation convention: the loss's upper confidence bound). A design seen only at low
   fidelity wins only when the model is sure its target-fidelity loss is lower; the recommendation is
