@@ -401,7 +401,8 @@ class MultiFidelityOptimizer:
         """FFE of runs below target fidelity between two verification runs: ``verify_every`` times
         ``rho^2 / (1 - rho^2)`` (clipped to [0.25, 2]), ``rho`` the surrogate's learned correlation between
         the median fidelity of the cheaper runs and the target. Cheap runs that tell little about the
-        target (small ``rho``) send budget up sooner; ``rho = 0.71`` gives ``verify_every`` itself."""
+        target (small ``rho``) send budget up sooner; ``rho = 0.71`` gives ``verify_every`` itself. Halved
+        while the last target-fidelity run missed its prediction by more than two sd."""
         completed = self._completed()
         cheap = [t for t in completed if not self._is_target(t)]
         if surrogate is None or not cheap:
@@ -414,7 +415,10 @@ class MultiFidelityOptimizer:
             return self.verify_every
         r2 = min(max(rho, 0.0) ** 2, 0.999)
         self.last_timings["fidelity_correlation"] = rho
-        return self.verify_every * float(np.clip(r2 / (1.0 - r2), 0.25, 2.0))
+        interval = self.verify_every * float(np.clip(r2 / (1.0 - r2), 0.25, 2.0))
+        misses = self._target_misses()
+        # the last target-fidelity run missed its prediction: the cheap runs misled; verify sooner
+        return interval / 2.0 if misses and misses[-1] else interval
 
     def _verification_point(self, completed: list[Trial]) -> dict | None:
         """The design to run at target fidelity now, or None (see ``verify_every``)."""
@@ -610,11 +614,44 @@ class MultiFidelityOptimizer:
             if ok[i] and key in ran:
                 ok[i] = not any(f >= fracs[i] / 1.25 and e >= eps[i] for f, e in ran[key])
         ok &= ~self._near_target_runs(design_rows, fracs, eps)
+        floor = self.fidelity_floor()
+        self.last_timings["fidelity_floor"] = floor
+        if floor > 0:
+            ok &= self._relative_cost(fracs, eps) >= floor - 1e-12
         self.last_timings["acquisition_s"] = time.perf_counter() - t0
         if not ok.any():
             return self._fallback_point()
         i = int(np.argmax(np.where(ok, values, -np.inf)))
         return configs[i], float(fracs[i]), int(eps[i]), f"model:{self.acquisition}"
+
+    def _relative_cost(self, fracs, eps) -> np.ndarray:
+        """Nominal cost of runs relative to a target-fidelity run: (fraction / target) x (epochs / target)."""
+        enc = self.encoder
+        rel = np.ones(len(fracs))
+        if enc.data is not None:
+            rel = rel * np.asarray(fracs, dtype=float) / enc.data.target
+        if enc.iter is not None:
+            rel = rel * np.asarray(eps, dtype=float) / enc.iter.target
+        return rel
+
+    def _target_misses(self) -> list[bool]:
+        """For each completed target-fidelity trial with a stored prediction, in order: whether it lay
+        more than two predicted sd from the prediction (the model, built mostly on cheaper runs, was wrong)."""
+        return [abs(float(t.metadata["z"])) > 2.0 for t in self.trials
+                if t.status == "completed" and "z" in t.metadata and self._is_target(t)]
+
+    def fidelity_floor(self) -> float:
+        """The smallest nominal cost, relative to a target-fidelity run, that a model-based proposal may
+        have. 0 until a target-fidelity run misses its prediction by more than two sd (cheap runs misled
+        the model); each miss then doubles it (from 1/16, at most 1/2) and each hit halves it (to 0
+        from 1/16): budget moves up to fidelities that tell more about the target."""
+        floor = 0.0
+        for miss in self._target_misses():
+            if miss:
+                floor = min(0.5, max(1.0 / 16, 2.0 * floor))
+            else:
+                floor = floor / 2.0 if floor / 2.0 >= 1.0 / 16 else 0.0
+        return floor
 
     def _runs_by_design(self) -> dict[tuple, list[tuple[float, int]]]:
         """Design key -> the (data fraction, epochs) of its completed and running trials."""

@@ -589,3 +589,32 @@ def test_cheap_trials_make_the_optimiser_economise():
         MultiFidelityOptimizer(SPACE, effort="low")
     with pytest.raises(OptimizerError, match="verify_every"):
         MultiFidelityOptimizer(SPACE, verify_every=-1)
+
+
+def test_target_runs_that_miss_their_prediction_move_proposals_to_dearer_fidelities():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, verify_every=0, **FAST)
+    _run(opt, toy, 5)
+    assert opt.fidelity_floor() == 0.0
+
+    def target_run(x, miss):
+        p = {"x": x, "lr": 1e-3, "act": "silu"}
+        v = toy_value(p)[-1]
+        idx = opt.attach(p, 1.0, 20)
+        # a prediction 10 sd off (cheap runs misled the model), or spot on
+        opt.tell(idx, toy_value(p), 10.0, {"prediction": {"mean": v - 1.0 if miss else v, "sd": 0.1}})
+        return opt.trials[idx]
+
+    t = target_run(0.5, miss=True)
+    assert t.metadata["z"] == pytest.approx(10.0)
+    assert opt.fidelity_floor() == 1 / 16
+    for _ in range(3):
+        (c,) = opt.ask(1)
+        assert c.data_fraction * c.epochs / 20 >= 1 / 16 - 1e-9, (c.data_fraction, c.epochs)
+        out = toy(c.params, c.data_fraction, c.epochs)
+        opt.tell(c.trial_index, out["curve"], out["cost"])
+    target_run(0.6, miss=True)
+    assert opt.fidelity_floor() == 1 / 8
+    target_run(0.7, miss=False)
+    assert opt.fidelity_floor() == 1 / 16
+    target_run(0.8, miss=False)
+    assert opt.fidelity_floor() == 0.0
