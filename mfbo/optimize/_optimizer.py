@@ -101,8 +101,8 @@ class MultiFidelityOptimizer:
             it did not help (median cost-to-target 15.5 FFE against 12.8 without, 10 seeds).
         verify_every: after the initial design, once this many FFE (scaled by how informative the model
             finds cheap runs, see :meth:`verify_interval`) went to runs below target fidelity since the last
-            target-fidelity run, the model's best evaluated design that has not run at target fidelity
-            runs there next (source "verify"). The recommendation is taken among target-fidelity runs
+            target-fidelity run, the design with the largest expected improvement at target fidelity
+            (posterior at target, over the best target-fidelity run) runs there next (source "verify"). The recommendation is taken among target-fidelity runs
             once any exist, so these runs are what it stands on. 0 disables (default 1.0).
         effort: "auto" (default): when a round of candidate generation takes longer than
             ``effort_share`` of the median trial's cost (seconds), the next rounds score a quarter of the
@@ -438,22 +438,47 @@ class MultiFidelityOptimizer:
         surrogate = self._fit(completed)
         if since < self.verify_interval(surrogate):
             return None
-        ran = {self._design_key(t.params) for t in live if self._is_target(t)}
+        return self._target_ei_point(surrogate, completed)
+
+    def _target_ei_point(self, surrogate: Surrogate, completed: list[Trial]) -> dict | None:
+        """The design maximising expected improvement at target fidelity over the best target-fidelity
+        run (by posterior mean; before any, the best evaluated design's), among the evaluated designs,
+        a Sobol sample and perturbations of the best designs, none already run or running at target
+        fidelity (nor within ``target_separation`` of one) or pending; None when nothing qualifies."""
+        import torch
+        from botorch.acquisition import LogExpectedImprovement
+
+        enc = self.encoder
+        evaluated = self._unique_designs(completed)
+        best = self._best_observed_designs(surrogate, completed, k=5)
+        seed = self._step_seed() + 31
+        configs = evaluated + self.space.sample(256, seed=seed)
+        if best:
+            rng = np.random.default_rng(seed)
+            A = np.repeat(self.space.encode(best), 24, axis=0)
+            configs += self.space.decode(np.clip(A + rng.normal(0, 0.1, A.shape), 0, 1))
+        rows = np.round(self.space.encode(configs), 9)
+        ok = self._feasible(configs)
         pending, _ = self._taken()
-        configs = [c for c in self._unique_designs(completed)
-                   if self._design_key(c) not in ran and self._design_key(c) not in pending]
-        configs = [c for c, ok in zip(configs, self._feasible(configs)) if ok]
-        if not configs:
+        ones = np.ones(len(configs))
+        ok &= ~self._near_target_runs(rows, ones * enc.data_fraction_default(), ones * enc.epochs_default())
+        for i in np.flatnonzero(ok):
+            ok[i] = tuple(rows[i]) not in pending
+        if not ok.any():
             return None
-        mean, std = self._target_mean_std(surrogate, self.space.encode(configs))
-        i = int(np.argmax(mean - std))
-        if ran:
-            # only a design that may beat the best target-fidelity run is worth a full run
-            R = [t.params for t in completed if self._is_target(t)]
-            mt, _ = self._target_mean_std(surrogate, self.space.encode(R), std=False)
-            if mean[i] + 2.0 * std[i] <= float(np.max(mt)):
-                return None
-        return dict(configs[i])
+        at_target = [t.params for t in completed if self._is_target(t)]
+        ref = at_target or evaluated
+        best_f = float(np.max(self._target_mean(surrogate, self.space.encode(ref))))
+        X = np.zeros((len(configs), enc.dim))
+        X[:, : enc.d] = self.space.encode(configs)
+        for col in enc.fidelity_cols:
+            X[:, col] = 1.0
+        with torch.no_grad():
+            ei = LogExpectedImprovement(surrogate.model, best_f=best_f)(torch.as_tensor(X).unsqueeze(-2)).numpy()
+        ei = np.where(ok & np.isfinite(ei), ei, -np.inf)
+        if not np.isfinite(ei).any():
+            return None
+        return dict(configs[int(np.argmax(ei))])
 
     # -- model ---------------------------------------------------------------------------
     def _fit(self, completed: list[Trial]) -> Surrogate:
