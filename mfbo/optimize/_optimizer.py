@@ -88,9 +88,11 @@ class MultiFidelityOptimizer:
         mean_optima: maximisers of the posterior mean at target fidelity (L-BFGS-B from the best
             evaluated designs) added to the anchors of the acquisition's candidate pool (default 2; 0: none).
         recommendation: how :meth:`recommend` picks the configuration to take away: "evaluated"
-            (default; once any trial ran at target fidelity, the target-fidelity run with the lowest
-            observed value, changed only when a new target-fidelity result arrives; before that, the
-            evaluated design with the best posterior mean minus one standard deviation at target fidelity) or "optimised" (the posterior mean's maximum over evaluated, quasi-random and
+            (default; the evaluated design with the best posterior mean minus one standard deviation at
+            target fidelity), "target" (once any trial ran at target fidelity, the target-fidelity run with
+            the lowest observed value, changed only when a new target-fidelity result arrives; before that
+            as "evaluated"; it also switches on the verification runs, the fidelity floor after missed
+            predictions and the no-covered-rerun rule, see docs/optimize.md) or "optimised" (the posterior mean's maximum over evaluated, quasi-random and
             gradient-refined designs; see :mod:`mfbo.optimize._recommend`).
         budget: total budget in FFE when known (``mfbo.minimize`` and studies pass it); enables cost-cooling.
         cost_cooling: with a budget, raise the design-dependent factor of the acquisition's cost to
@@ -101,7 +103,7 @@ class MultiFidelityOptimizer:
             it did not help (median cost-to-target 15.5 FFE against 12.8 without, 10 seeds).
         verify_every: after the initial design, once this many FFE (scaled by how informative the model
             finds cheap runs, see :meth:`verify_interval`) went to runs below target fidelity since the last
-            target-fidelity run, the design with the largest expected improvement at target fidelity
+            target-fidelity run (with ``recommendation="target"`` only), the design with the largest expected improvement at target fidelity
             (posterior at target, over the best target-fidelity run) runs there next (source "verify"). The recommendation is taken among target-fidelity runs
             once any exist, so these runs are what it stands on. 0 disables (default 1.0).
         effort: "auto" (default): when a round of candidate generation takes longer than
@@ -422,7 +424,7 @@ class MultiFidelityOptimizer:
 
     def _verification_point(self, completed: list[Trial]) -> dict | None:
         """The design to run at target fidelity now, or None (see ``verify_every``)."""
-        if self.verify_every <= 0 or self.cost_model.n_obs == 0:
+        if self.recommendation != "target" or self.verify_every <= 0 or self.cost_model.n_obs == 0:
             return None
         live = [t for t in self.trials if t.status in ("completed", "running")]
         last_target = max((t.index for t in live if self._is_target(t)), default=-1)
@@ -636,10 +638,10 @@ class MultiFidelityOptimizer:
             ok[i] = key not in pending and (key, round(float(fracs[i]), 9), int(eps[i])) not in done
             # a design is not run again at a fidelity that one of its runs already covers: no more epochs
             # and under 25 % more data (its learning curve already holds those epochs)
-            if ok[i] and key in ran:
+            if ok[i] and key in ran and self.recommendation == "target":
                 ok[i] = not any(f >= fracs[i] / 1.25 and e >= eps[i] for f, e in ran[key])
         ok &= ~self._near_target_runs(design_rows, fracs, eps)
-        floor = self.fidelity_floor()
+        floor = self.fidelity_floor() if self.recommendation == "target" else 0.0
         self.last_timings["fidelity_floor"] = floor
         if floor > 0:
             ok &= self._relative_cost(fracs, eps) >= floor - 1e-12
@@ -842,6 +844,8 @@ class MultiFidelityOptimizer:
         if len(completed) < 2:
             return dict(completed[0].params)
         if self.recommendation == "evaluated":
+            return recommend_evaluated(self, self._fit(completed), completed)
+        if self.recommendation == "target":
             at_target = [t for t in completed if self._is_target(t)]
             if not at_target:
                 return recommend_evaluated(self, self._fit(completed), completed)

@@ -494,7 +494,7 @@ def _target_runs(opt):
 
 
 def test_recommendation_is_a_target_fidelity_run_once_one_exists():
-    opt = MultiFidelityOptimizer(SPACE, seed=0, verify_every=0, **FAST)
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", verify_every=0, **FAST)
     _run(opt, toy, 6)
     assert not _target_runs(opt)
     # a poor design at target fidelity: the only target-fidelity result, so the recommendation
@@ -520,7 +520,7 @@ def test_recommendation_is_a_target_fidelity_run_once_one_exists():
 
 
 def test_anytime_recommendation_changes_only_with_a_new_target_observation():
-    opt = MultiFidelityOptimizer(SPACE, seed=1, verify_every=0.5, **FAST)
+    opt = MultiFidelityOptimizer(SPACE, seed=1, recommendation="target", verify_every=0.5, **FAST)
     steps = []
     for _ in range(18):
         (c,) = opt.ask(1)
@@ -592,7 +592,7 @@ def test_cheap_trials_make_the_optimiser_economise():
 
 
 def test_target_runs_that_miss_their_prediction_move_proposals_to_dearer_fidelities():
-    opt = MultiFidelityOptimizer(SPACE, seed=0, verify_every=0, **FAST)
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", verify_every=0, **FAST)
     _run(opt, toy, 5)
     assert opt.fidelity_floor() == 0.0
 
