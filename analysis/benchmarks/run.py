@@ -556,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
             if m.get("verification_z"):
                 print(f"  {problem} {name}: recommendation's target run within 2 sd of its prediction in "
                       f"{m['verification_within_2sd']:.0%} of {len(m['verification_z'])} runs; every target run: "
-                      f"{m.get('target_runs_within_2sd') or 0:.0%}")
+                      + ("n/a" if m.get("target_runs_within_2sd") is None else f"{m['target_runs_within_2sd']:.0%}"))
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {', '.join(p.name for p in out.glob('*.png'))}")
     return 0
 
