@@ -142,6 +142,11 @@ def run_one(problem: str, method: str, seed: int, budget: float, problem_kwargs:
                     if t.data_fraction >= tgt.get("data_fraction", 1.0) - 1e-9 and t.epochs >= tgt.get("epochs", 1))
     rec["target_fidelity_share"] = at_target / max(res.cost_spent_seconds, 1e-12)
     rec["ffe_seconds"] = ffe
+    # calibration at target (mfbo): the verification's and every target-fidelity run's z-score against the
+    # surrogate's prediction made before the run
+    ver = (res.info or {}).get("verification") or {}
+    rec["verification_z"] = ver.get("z")
+    rec["target_runs_z"] = (res.info or {}).get("target_runs_z")
     return rec
 
 
@@ -249,6 +254,14 @@ def summarise(records: list[dict], budgets: dict, r0s: dict) -> dict:
                 m["n_trials_median"] = float(np.median([r["n_trials"] for r in ok]))
                 m["cost_spent_median_ffe"] = float(np.median([r["final_cost_ffe"] for r in ok]))
                 m["target_fidelity_share_median"] = float(np.median([r["target_fidelity_share"] for r in ok]))
+                zs = [_float(r["verification_z"]) for r in ok if r.get("verification_z") is not None]
+                if zs:
+                    # calibration: share of runs whose final recommendation's target run lay within 2 sd
+                    # of the prediction made before it ran, and the same over every target-fidelity run
+                    m["verification_z"] = zs
+                    m["verification_within_2sd"] = float(np.mean(np.abs(zs) <= 2))
+                    allz = [_float(z) for r in ok for z in (r.get("target_runs_z") or [])]
+                    m["target_runs_within_2sd"] = float(np.mean(np.abs(allz) <= 2)) if allz else None
             pout["methods"][method] = m
         pout["ratios"] = _ratios(pout["methods"], budget)
         out[problem] = pout
@@ -386,6 +399,12 @@ def markdown(summary: dict) -> str:
                 f"{_ffe(m['cost_to_target_1pct_median'])} | {m['reached_1pct']:.0%} | {regs} | "
                 f"{m['final_regret_median']:.3g} | {m['cost_spent_median_ffe']:.3g} | {m['cpu_s_median']:.0f} |")
         lines.append("")
+        for name, m in ps["methods"].items():
+            if m.get("verification_z"):
+                tr = m.get("target_runs_within_2sd")
+                lines.append(f"- {name} calibration at target: the recommendation's target run within 2 predicted sd "
+                             f"in {m['verification_within_2sd']:.0%} of {len(m['verification_z'])} runs"
+                             + (f"; every target-fidelity run: {tr:.0%}" if tr is not None else ""))
         for key, e in ps.get("ratios", {}).items():
             mf = _ffe(e["mfbo_median"])
             lines.append(f"- {key}: mfbo median {mf}{' FFE' if mf != 'not reached' else ''}; mfbo / best baseline "
@@ -532,6 +551,12 @@ def main(argv: list[str] | None = None) -> int:
         for key, e in ps.get("ratios", {}).items():
             print(f"  {problem} {key}: mfbo median {e['mfbo_median']:.3g} FFE; mfbo/best baseline "
                   f"{_fmt_ratio(e.get('vs_best_baseline'))}; mfbo/random {_fmt_ratio(e.get('vs_random'))}")
+    for problem, ps in summary.items():
+        for name, m in ps["methods"].items():
+            if m.get("verification_z"):
+                print(f"  {problem} {name}: recommendation's target run within 2 sd of its prediction in "
+                      f"{m['verification_within_2sd']:.0%} of {len(m['verification_z'])} runs; every target run: "
+                      + ("n/a" if m.get("target_runs_within_2sd") is None else f"{m['target_runs_within_2sd']:.0%}"))
     print(f"wrote {out / 'results.json'}, {out / 'summary.md'} and {', '.join(p.name for p in out.glob('*.png'))}")
     return 0
 

@@ -288,14 +288,19 @@ def _card_quality(s: dict, unit: str, label: str) -> str:
     if f:
         out.append(f"<p>{html.escape(label[:1].upper() + label[1:])}, final retraining: "
                    f"<b>{_num(f['observed'], unit)}</b>.</p>")
+        if f.get("z") is not None:
+            pb = f["prediction_before"]
+            cls = "good" if abs(f["z"]) <= 2 else "bad"
+            out.append(f"<p>Predicted before the retraining: {_num(pb['mean'], unit)} ± {_num(pb['sd'], unit)}; "
+                       f"<span class='{cls}'>z = {f['z']:.2f}</span> (within 2 sd: the surrogate is calibrated "
+                       "at target fidelity here).</p>")
     elif s.get("best_observed_at_target") is not None:
         out.append(f"<p>Best {html.escape(label)} observed at target fidelity: "
                    f"<b>{_num(s['best_observed_at_target'], unit)}</b>.</p>")
-    elif s.get("best_observed"):
-        b = s["best_observed"]
-        out.append(f"<p>No run at target fidelity yet. Best {html.escape(label)} observed: "
-                   f"<b>{_num(b['value'], unit)}</b> (trial {b['trial']}, data fraction {b['data_fraction']:.3g}, "
-                   f"{b['epochs']} epochs).</p>")
+    elif s.get("incumbent_mean") is not None:
+        out.append(f"<p>No run at target fidelity yet, so no result to show. The recommendation is predicted "
+                   f"<b>{_num(s['incumbent_mean'], unit)}</b> ± {_num(s['incumbent_sd'], unit)} at target "
+                   "fidelity.</p>")
     out.append("</div>")
     return "".join(out)
 

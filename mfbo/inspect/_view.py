@@ -280,7 +280,9 @@ class SurrogateView:
 
         Returns:
             ``{"observed", "data_fraction", "epochs", "mean", "sd", "lower", "upper", "inside_95"}``
-            (objective units), or None without a completed final retraining.
+            (objective units), plus ``"prediction_before"`` (``{"mean", "sd"}``, made before the
+            retraining) and ``"z"`` (its z-score) when best.json has them; None without a completed
+            final retraining.
         """
         f = self.final
         if not f or not f.get("final") or self.incumbent_source != "final":
@@ -295,8 +297,14 @@ class SurrogateView:
         df = float(fid.get("data_fraction", self.target[0]) or self.target[0])
         ep = int(fid.get("epochs", self.target[1]) or self.target[1])
         iv = self.interval(self.incumbent, df, ep)
-        return {"observed": obs, "data_fraction": df, "epochs": ep, **iv,
-                "inside_95": bool(iv["lower"] <= obs <= iv["upper"])}
+        out = {"observed": obs, "data_fraction": df, "epochs": ep, **iv,
+               "inside_95": bool(iv["lower"] <= obs <= iv["upper"])}
+        pred = f.get("prediction") or {}
+        if f.get("z") is not None and pred.get("mean") is not None:
+            # what the optimiser predicted before the retraining ran (run-to-run noise included)
+            out["prediction_before"] = {"mean": float(pred["mean"]), "sd": float(pred["sd"])}
+            out["z"] = float(f["z"])
+        return out
 
     def importance(self, n_samples: int = 1024) -> dict[str, dict[str, float]]:
         """Hyperparameter importance at target fidelity.

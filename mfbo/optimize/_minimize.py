@@ -8,7 +8,10 @@ Budget accounting (FFE = full-fidelity equivalents):
 - a call's cost is the ``"cost"`` the objective reports, else its measured wall time; failed calls are
   charged their wall time;
 - a new trial starts only while ``spent + predicted cost of running trials < budget - 1`` (one FFE is kept
-  for the final verification run of the recommendation at target fidelity, which is charged too).
+  for the final verification run of the recommendation at target fidelity, which is charged too);
+- the optimiser's own wall time (proposals and recommendations) is measured and reported next to the
+  trials' cost (``history[i]["optimizer_s"]``, ``info["optimizer_s"]``, ``info["optimizer_share"]``); it is
+  not charged to the budget, which counts the objective's cost only.
 """
 
 from __future__ import annotations
@@ -117,6 +120,7 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
     opt = MultiFidelityOptimizer(space, seed=seed, prior=prior, constraints=constraints, **options)
     t_start = time.perf_counter()
     spent_s = 0.0
+    opt_s = 0.0  # the optimiser's own wall time: proposals and recommendations
     history: list[dict] = []
     timings: list[dict] = []
     stop = False
@@ -142,7 +146,7 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         return float(opt.cost_model.predict(X)[0]) / u
 
     def finish(c: Candidate, out: Any, wall: float, exc: BaseException | None) -> None:
-        nonlocal spent_s, stop, consecutive_failures, last_error
+        nonlocal spent_s, stop, consecutive_failures, last_error, opt_s
         if exc is None:
             try:
                 curve, cost, meta = _parse_output(out, wall)
@@ -159,12 +163,14 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
             spent_s += cost
             consecutive_failures = 0 if opt._trials[c.trial_index].status == "completed" else consecutive_failures + 1
         trial = opt._trials[c.trial_index]
+        t_rec = time.perf_counter()
         try:
             recommended = opt.recommend(refine=False)
         except Exception:  # noqa: BLE001 - nothing completed yet
             recommended = None
+        opt_s += time.perf_counter() - t_rec
         entry = {"cost_ffe": spent_ffe(), "recommended": recommended, "n_trials": len(opt.trials),
-                 "wall_time_s": time.perf_counter() - t_start}
+                 "wall_time_s": time.perf_counter() - t_start, "optimizer_s": opt_s}
         if recommended is not None:
             history.append(entry)
         if dict(opt.last_timings):
@@ -178,9 +184,16 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         committed = spent_ffe() + sum(predicted_ffe(c) for c in running.values())
         return not stop and committed < budget - reserve
 
+    def ask() -> Candidate:
+        nonlocal opt_s
+        t_ask = time.perf_counter()
+        c = opt.ask(1)[0]
+        opt_s += time.perf_counter() - t_ask
+        return c
+
     if workers == 1:
         while can_start({}):
-            c = opt.ask(1)[0]
+            c = ask()
             finish(c, *_timed_call(fn, c.params, c.data_fraction, c.epochs))
     else:
         pool_cls = ThreadPoolExecutor if executor == "thread" else ProcessPoolExecutor
@@ -188,7 +201,7 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
             running: dict[Future, Candidate] = {}
             while True:
                 while len(running) < workers and can_start(running):
-                    c = opt.ask(1)[0]
+                    c = ask()
                     running[pool.submit(_timed_call, fn, c.params, c.data_fraction, c.epochs)] = c
                 if not running:
                     break
@@ -210,14 +223,24 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         earlier = [t for t in opt._completed() if opt._design_key(t.params) == key
                    and enc.at_target(t.data_fraction, t.epochs)]
         if earlier:
-            t = earlier[-1]
+            # its first target-fidelity run, scored against the prediction made before that run
+            t = min(earlier, key=lambda tr: tr.index)
+            prediction = t.metadata.get("prediction")
         else:
+            try:
+                prediction = opt.predict_target(best)
+            except Exception:  # noqa: BLE001 - the calibration record is optional
+                prediction = None
             idx = opt.attach(best, frac, ep)
             c = Candidate(idx, best, frac, ep)
             finish(c, *_timed_call(fn, c.params, c.data_fraction, c.epochs))
             t = opt._trials[idx]
+        z = None
+        if prediction and prediction.get("sd", 0) > 0 and t.final_value is not None:
+            z = (t.final_value - float(prediction["mean"])) / float(prediction["sd"])
         verification = {"trial_index": t.index, "status": t.status, "value": t.final_value, "cost_seconds": t.cost,
-                        "new_run": not earlier}
+                        "new_run": not earlier,
+                        "prediction": {k: prediction[k] for k in ("mean", "sd")} if prediction else None, "z": z}
         if history:
             history[-1]["recommended"] = dict(best)
     u = unit()
@@ -226,6 +249,9 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         "wall_time_s": time.perf_counter() - t_start, "acquisition": opt.acquisition,
         "ax_experiment": opt.experiment.name, "n_failed": sum(t.status == "failed" for t in opt.trials),
         "candidate_generation_s": [float(t.get("fit_s", 0) + t.get("acquisition_s", 0)) for t in timings],
+        "optimizer_s": opt_s,
+        "optimizer_share": opt_s / max(time.perf_counter() - t_start, 1e-12),
+        "target_runs_z": [float(t.metadata["z"]) for t in opt.trials if "z" in t.metadata],
         "cost_model": opt.cost_model.to_dict(),
         "target_fidelity_cost_ffe": _target_share(opt, u),
     }

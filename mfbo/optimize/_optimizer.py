@@ -89,7 +89,10 @@ class MultiFidelityOptimizer:
             evaluated designs) added to the anchors of the acquisition's candidate pool (default 2; 0: none).
         recommendation: how :meth:`recommend` picks the configuration to take away: "evaluated"
             (default; the evaluated design with the best posterior mean minus one standard deviation at
-            target fidelity) or "optimised" (the posterior mean's maximum over evaluated, quasi-random and
+            target fidelity), "target" (once any trial ran at target fidelity, the target-fidelity run with
+            the lowest observed value, changed only when a new target-fidelity result arrives; before that
+            as "evaluated"; it also switches on the verification runs, the fidelity floor after missed
+            predictions and the no-covered-rerun rule, see docs/optimize.md) or "optimised" (the posterior mean's maximum over evaluated, quasi-random and
             gradient-refined designs; see :mod:`mfbo.optimize._recommend`).
         budget: total budget in FFE when known (``mfbo.minimize`` and studies pass it); enables cost-cooling.
         cost_cooling: with a budget, raise the design-dependent factor of the acquisition's cost to
@@ -98,6 +101,16 @@ class MultiFidelityOptimizer:
             an optimum that is expensive to train (large networks, small batches) is still reached. Without
             a budget alpha stays 1. Off by default: on yahpo_lcbench, whose optimum costs 4.3 FFE to train,
             it did not help (median cost-to-target 15.5 FFE against 12.8 without, 10 seeds).
+        verify_every: after the initial design, once this many FFE (scaled by how informative the model
+            finds cheap runs, see :meth:`verify_interval`) went to runs below target fidelity since the last
+            target-fidelity run (with ``recommendation="target"`` only), the design with the largest expected improvement at target fidelity
+            (posterior at target, over the best target-fidelity run) runs there next (source "verify"). The recommendation is taken among target-fidelity runs
+            once any exist, so these runs are what it stands on. 0 disables (default 1.0).
+        effort: "auto" (default): when a round of candidate generation takes longer than
+            ``effort_share`` of the median trial's cost (seconds), the next rounds score a quarter of the
+            raw pool, skip the posterior-mean maximisers and refit hyperparameters half as often, so the
+            optimiser's own time stays small against trials that take a second or two. "full": never.
+        effort_share: the share of a trial's cost above which ``effort="auto"`` economises (default 0.1).
     """
 
     def __init__(self, space: SearchSpace | Mapping, *, seed: int = 0, prior: Any = None,
@@ -109,7 +122,8 @@ class MultiFidelityOptimizer:
                  fresh_maxiter: int = 100, refine: str = "local", prior_anchor: str | bool = "initial",
                  budget: float | None = None, cost_cooling: bool = False, prior_decay: str = "trials",
                  boundary_snap: float = 0.0, recommendation: str = "evaluated",
-                 target_separation: float = 0.01, mean_optima: int = 2):
+                 target_separation: float = 0.01, mean_optima: int = 2, verify_every: float = 1.0,
+                 effort: str = "auto", effort_share: float = 0.1):
         self.space = SearchSpace.from_dict(space)
         if not self.space.fidelity_parameters:
             raise SearchSpaceError("MultiFidelityOptimizer needs a fidelity parameter (data_fraction and/or "
@@ -175,6 +189,18 @@ class MultiFidelityOptimizer:
         except ConfigError as exc:
             raise OptimizerError(f"{exc}; pass None when there is no budget") from None
         self.cost_cooling = bool(cost_cooling)
+        if isinstance(verify_every, bool) or not isinstance(verify_every, (int, float)) or verify_every < 0:
+            raise OptimizerError(f"verify_every must be a number of FFE >= 0, got {verify_every!r}")
+        self.verify_every = float(verify_every)
+        if effort not in ("auto", "full"):
+            raise OptimizerError(f"effort must be 'auto' or 'full', got {effort!r}")
+        self.effort = effort
+        if isinstance(effort_share, bool) or not isinstance(effort_share, (int, float)) or effort_share <= 0:
+            raise OptimizerError(f"effort_share must be a number > 0, got {effort_share!r}")
+        self.effort_share = float(effort_share)
+        self._incumbent: dict | None = None
+        self._incumbent_at = 0
+        self._round_seconds: list[float] = []
         self._hyper_at = 0
         self._trials: dict[int, Trial] = {}
         self._n_asked = 0
@@ -230,11 +256,50 @@ class MultiFidelityOptimizer:
         """
         out = []
         for _ in range(int(n)):
+            t0 = time.perf_counter()
             params, frac, ep, source = self._propose_one()
             idx = self._new_trial(params, frac, ep, source)
+            if self.encoder.at_target(frac, ep):
+                self._store_prediction(self._trials[idx])
             out.append(Candidate(trial_index=idx, params=dict(params), data_fraction=float(frac), epochs=int(ep)))
             self._n_asked += 1
+            dt = time.perf_counter() - t0
+            self.last_timings["ask_s"] = dt
+            if source.startswith("model") or source == "verify":
+                self._round_seconds.append(dt)
         return out
+
+    def _store_prediction(self, trial: Trial) -> None:
+        """Record the surrogate's prediction for a target-fidelity trial before it runs (mean and sd of
+        a new run's value, observation noise included, in the objective's units), so that :meth:`tell`
+        can score the run against it (``metadata["z"]``)."""
+        completed = self._completed()
+        if len(completed) < 2:
+            return
+        try:
+            mean, sd = self._fit(completed).predict([trial.params], observation_noise=True)
+        except Exception:  # noqa: BLE001 - a prediction is a record, never a reason to fail a proposal
+            return
+        trial.metadata["prediction"] = {"mean": float(mean[0]), "sd": float(sd[0]), "n_completed": len(completed)}
+
+    def predict_target(self, params: Mapping[str, Any]) -> dict | None:
+        """The surrogate's prediction of a new target-fidelity run of ``params``: ``{"mean", "sd"}`` in the
+        objective's units (sd includes the inferred observation noise), or None before the model has data."""
+        completed = self._completed()
+        if len(completed) < 2:
+            return None
+        mean, sd = self._fit(completed).predict([self.space.validate(params)], observation_noise=True)
+        return {"mean": float(mean[0]), "sd": float(sd[0])}
+
+    def cheap_mode(self) -> bool:
+        """Whether ``effort="auto"`` economises now: the median of the last five rounds of candidate
+        generation took longer than ``effort_share`` of the median completed trial's cost (seconds)."""
+        if self.effort != "auto" or not self._round_seconds:
+            return False
+        costs = [t.cost for t in self.trials if t.status == "completed"]
+        if not costs:
+            return False
+        return float(np.median(self._round_seconds[-5:])) > self.effort_share * float(np.median(costs))
 
     def _step_seed(self) -> int:
         return (self.seed * 1_000_003 + 7919 * (self._n_asked + 1)) % (2 ** 31 - 1)
@@ -325,7 +390,97 @@ class MultiFidelityOptimizer:
         if n_live < self.n_initial or len(completed) < 2:
             cfg, frac, ep = self._initial_point()
             return cfg, frac, ep, "initial"
+        verify = self._verification_point(completed)
+        if verify is not None:
+            enc = self.encoder
+            return verify, enc.data_fraction_default(), enc.epochs_default(), "verify"
         return self._model_point(completed)
+
+    def _is_target(self, t: Trial) -> bool:
+        return self.encoder.at_target(t.data_fraction, t.epochs)
+
+    def verify_interval(self, surrogate: Surrogate | None = None) -> float:
+        """FFE of runs below target fidelity between two verification runs: ``verify_every`` times
+        ``rho^2 / (1 - rho^2)`` (clipped to [0.25, 2]), ``rho`` the surrogate's learned correlation between
+        the median fidelity of the cheaper runs and the target. Cheap runs that tell little about the
+        target (small ``rho``) send budget up sooner; ``rho = 0.71`` gives ``verify_every`` itself. Halved
+        while the last target-fidelity run missed its prediction by more than two sd."""
+        completed = self._completed()
+        cheap = [t for t in completed if not self._is_target(t)]
+        if surrogate is None or not cheap:
+            return self.verify_every
+        frac = float(np.median([t.data_fraction for t in cheap]))
+        ep = float(np.median([t.epochs for t in cheap]))
+        try:
+            rho = surrogate.fidelity_correlation(self._unique_designs(completed)[:32], frac, ep)
+        except Exception:  # noqa: BLE001 - a kernel without a usable covariance keeps the plain interval
+            return self.verify_every
+        r2 = min(max(rho, 0.0) ** 2, 0.999)
+        self.last_timings["fidelity_correlation"] = rho
+        interval = self.verify_every * float(np.clip(r2 / (1.0 - r2), 0.25, 2.0))
+        misses = self._target_misses()
+        # the last target-fidelity run missed its prediction: the cheap runs misled; verify sooner
+        return interval / 2.0 if misses and misses[-1] else interval
+
+    def _verification_point(self, completed: list[Trial]) -> dict | None:
+        """The design to run at target fidelity now, or None (see ``verify_every``)."""
+        if self.recommendation != "target" or self.verify_every <= 0 or self.cost_model.n_obs == 0:
+            return None
+        live = [t for t in self.trials if t.status in ("completed", "running")]
+        last_target = max((t.index for t in live if self._is_target(t)), default=-1)
+        unit = max(self.full_fidelity_cost(), 1e-12)
+        since = 0.0
+        for t in live:
+            if t.index > last_target and not self._is_target(t):
+                if t.status == "completed":
+                    since += t.cost / unit
+                else:
+                    X = self.encoder.encode([t.params], [t.data_fraction], [t.epochs])
+                    since += float(self.cost_model.predict(X)[0]) / unit
+        surrogate = self._fit(completed)
+        if since < self.verify_interval(surrogate):
+            return None
+        return self._target_ei_point(surrogate, completed)
+
+    def _target_ei_point(self, surrogate: Surrogate, completed: list[Trial]) -> dict | None:
+        """The design maximising expected improvement at target fidelity over the best target-fidelity
+        run (by posterior mean; before any, the best evaluated design's), among the evaluated designs,
+        a Sobol sample and perturbations of the best designs, none already run or running at target
+        fidelity (nor within ``target_separation`` of one) or pending; None when nothing qualifies."""
+        import torch
+        from botorch.acquisition import LogExpectedImprovement
+
+        enc = self.encoder
+        evaluated = self._unique_designs(completed)
+        best = self._best_observed_designs(surrogate, completed, k=5)
+        seed = self._step_seed() + 31
+        configs = evaluated + self.space.sample(256, seed=seed)
+        if best:
+            rng = np.random.default_rng(seed)
+            A = np.repeat(self.space.encode(best), 24, axis=0)
+            configs += self.space.decode(np.clip(A + rng.normal(0, 0.1, A.shape), 0, 1))
+        rows = np.round(self.space.encode(configs), 9)
+        ok = self._feasible(configs)
+        pending, _ = self._taken()
+        ones = np.ones(len(configs))
+        ok &= ~self._near_target_runs(rows, ones * enc.data_fraction_default(), ones * enc.epochs_default())
+        for i in np.flatnonzero(ok):
+            ok[i] = tuple(rows[i]) not in pending
+        if not ok.any():
+            return None
+        at_target = [t.params for t in completed if self._is_target(t)]
+        ref = at_target or evaluated
+        best_f = float(np.max(self._target_mean(surrogate, self.space.encode(ref))))
+        X = np.zeros((len(configs), enc.dim))
+        X[:, : enc.d] = self.space.encode(configs)
+        for col in enc.fidelity_cols:
+            X[:, col] = 1.0
+        with torch.no_grad():
+            ei = LogExpectedImprovement(surrogate.model, best_f=best_f)(torch.as_tensor(X).unsqueeze(-2)).numpy()
+        ei = np.where(ok & np.isfinite(ei), ei, -np.inf)
+        if not np.isfinite(ei).any():
+            return None
+        return dict(configs[int(np.argmax(ei))])
 
     # -- model ---------------------------------------------------------------------------
     def _fit(self, completed: list[Trial]) -> Surrogate:
@@ -344,7 +499,7 @@ class MultiFidelityOptimizer:
                  or (self._surrogate is not None and uses_log_outcome(y) != self._surrogate.log_outcome))
         if fresh:
             maxiter = self.fresh_maxiter
-        elif n - self._hyper_at >= self.hyper_every:
+        elif n - self._hyper_at >= self.hyper_every * (2 if self.cheap_mode() else 1):
             maxiter = self.warm_maxiter
         else:
             maxiter = 0
@@ -436,15 +591,18 @@ class MultiFidelityOptimizer:
         seed = self._step_seed()
         t0 = time.perf_counter()
         best = self._best_observed_designs(surrogate, completed, k=5)
-        if self.mean_optima:
+        cheap = self.cheap_mode()
+        self.last_timings["cheap_mode"] = float(cheap)
+        if self.mean_optima and not cheap:
             # the posterior mean's maximisers join the anchors of the pool (as BoTorch seeds one-shot KG):
             # where the model's trend points past every evaluated design (an optimum on the bounds),
             # the acquisition gets to weigh a run there
             from mfbo.optimize._recommend import mean_maximisers
 
             best = best + mean_maximisers(self, surrogate, best, n_refine=self.mean_optima)
-        raw = self._raw_pool(self.raw_samples, seed, best)
-        cand_set = self._raw_pool(min(1000, 2 * self.raw_samples), seed + 17, best)
+        n_raw = max(64, self.raw_samples // 4) if cheap else self.raw_samples
+        raw = self._raw_pool(n_raw, seed, best)
+        cand_set = self._raw_pool(min(1000, 2 * n_raw), seed + 17, best)
         alpha = self.design_cost_exponent()
         scale = max(self.full_fidelity_cost(design_exponent=alpha), 1e-12)
         cost_module = (self.cost_model.module(scale=scale, overhead=self.cost_overhead) if alpha == 1.0 else
@@ -473,16 +631,62 @@ class MultiFidelityOptimizer:
         values = weighted_values(rows, np.where(np.isfinite(values), values, -np.inf), weight_fn)
         ok = self._feasible(configs)
         pending, done = self._taken()
+        ran = self._runs_by_design()
         design_rows = np.round(self.space.encode(configs), 9)
         for i in np.flatnonzero(ok):
             key = tuple(design_rows[i])
             ok[i] = key not in pending and (key, round(float(fracs[i]), 9), int(eps[i])) not in done
+            # a design is not run again at a fidelity that one of its runs already covers: no more epochs
+            # and under 25 % more data (its learning curve already holds those epochs)
+            if ok[i] and key in ran and self.recommendation == "target":
+                ok[i] = not any(f >= fracs[i] / 1.25 and e >= eps[i] for f, e in ran[key])
         ok &= ~self._near_target_runs(design_rows, fracs, eps)
+        floor = self.fidelity_floor() if self.recommendation == "target" else 0.0
+        self.last_timings["fidelity_floor"] = floor
+        if floor > 0:
+            ok &= self._relative_cost(fracs, eps) >= floor - 1e-12
         self.last_timings["acquisition_s"] = time.perf_counter() - t0
         if not ok.any():
             return self._fallback_point()
         i = int(np.argmax(np.where(ok, values, -np.inf)))
         return configs[i], float(fracs[i]), int(eps[i]), f"model:{self.acquisition}"
+
+    def _relative_cost(self, fracs, eps) -> np.ndarray:
+        """Nominal cost of runs relative to a target-fidelity run: (fraction / target) x (epochs / target)."""
+        enc = self.encoder
+        rel = np.ones(len(fracs))
+        if enc.data is not None:
+            rel = rel * np.asarray(fracs, dtype=float) / enc.data.target
+        if enc.iter is not None:
+            rel = rel * np.asarray(eps, dtype=float) / enc.iter.target
+        return rel
+
+    def _target_misses(self) -> list[bool]:
+        """For each completed target-fidelity trial with a stored prediction, in order: whether it lay
+        more than two predicted sd from the prediction (the model, built mostly on cheaper runs, was wrong)."""
+        return [abs(float(t.metadata["z"])) > 2.0 for t in self.trials
+                if t.status == "completed" and "z" in t.metadata and self._is_target(t)]
+
+    def fidelity_floor(self) -> float:
+        """The smallest nominal cost, relative to a target-fidelity run, that a model-based proposal may
+        have. 0 until a target-fidelity run misses its prediction by more than two sd (cheap runs misled
+        the model); each miss then doubles it (from 1/16, at most 1/2) and each hit halves it (to 0
+        from 1/16): budget moves up to fidelities that tell more about the target."""
+        floor = 0.0
+        for miss in self._target_misses():
+            if miss:
+                floor = min(0.5, max(1.0 / 16, 2.0 * floor))
+            else:
+                floor = floor / 2.0 if floor / 2.0 >= 1.0 / 16 else 0.0
+        return floor
+
+    def _runs_by_design(self) -> dict[tuple, list[tuple[float, int]]]:
+        """Design key -> the (data fraction, epochs) of its completed and running trials."""
+        out: dict[tuple, list[tuple[float, int]]] = {}
+        for t in self.trials:
+            if t.status in ("completed", "running"):
+                out.setdefault(self._design_key(t.params), []).append((float(t.data_fraction), int(t.epochs)))
+        return out
 
     def _near_target_runs(self, design_rows: np.ndarray, fracs, eps) -> np.ndarray:
         """``(n,)`` mask: rows at target fidelity whose design lies within ``target_separation`` (largest
@@ -579,6 +783,9 @@ class MultiFidelityOptimizer:
         t.cost = cost
         t.status = "completed"
         t.metadata.update(dict(metadata or {}))
+        pred = t.metadata.get("prediction")
+        if isinstance(pred, Mapping) and self._is_target(t) and pred.get("sd", 0) > 0:
+            t.metadata["z"] = (curve[-1] - float(pred["mean"])) / float(pred["sd"])
         self._fit_cost()
 
     def _fit_cost(self) -> None:
@@ -638,7 +845,56 @@ class MultiFidelityOptimizer:
             return dict(completed[0].params)
         if self.recommendation == "evaluated":
             return recommend_evaluated(self, self._fit(completed), completed)
+        if self.recommendation == "target":
+            at_target = [t for t in completed if self._is_target(t)]
+            if not at_target:
+                return recommend_evaluated(self, self._fit(completed), completed)
+            # Once target-fidelity runs exist, the recommendation is one of them, and it changes only when
+            # a new one arrives: without new evidence at target it cannot get worse.
+            if self._incumbent is not None and self._incumbent_at == len(at_target):
+                return dict(self._incumbent)
+            self._incumbent = self._best_at_target(at_target)
+            self._incumbent_at = len(at_target)
+            return dict(self._incumbent)
         return recommend(self, self._fit(completed), completed, n_refine=3 if refine else 0)
+
+    def _best_at_target(self, at_target: list[Trial]) -> dict:
+        """The feasible design with the lowest observed target-fidelity value (the mean over its repeats).
+
+        Observed, not smoothed by the surrogate: the GP's noise term is shared by every fidelity, and the
+        scatter of 1-epoch or small-subset runs would otherwise blur the differences between target runs.
+        """
+        values: dict[tuple, list[float]] = {}
+        params: dict[tuple, dict] = {}
+        for t in at_target:
+            key = self._design_key(t.params)
+            values.setdefault(key, []).append(float(t.final_value))
+            params.setdefault(key, t.params)
+        keys = list(values)
+        feasible = self._feasible([params[k] for k in keys])
+        if not feasible.any():
+            raise OptimizerError("no target-fidelity run satisfies the constraints; nothing to recommend")
+        score = np.where(feasible, [np.mean(values[k]) for k in keys], np.inf)
+        return dict(params[keys[int(np.argmin(score))]])
+
+    def recommendation_info(self) -> dict | None:
+        """What :meth:`recommend` returns, with its standing: ``{"params", "at_target"`` (whether it ran at
+        target fidelity), ``"value"`` (its best target-fidelity result, or None), ``"trial_index"``,
+        ``"prediction": {"mean", "sd"}}`` (a new target-fidelity run's predicted value, objective units),
+        or None before any trial completed."""
+        completed = self._completed()
+        if not completed:
+            return None
+        params = self.recommend(refine=False)
+        key = self._design_key(params)
+        runs = [t for t in completed if self._is_target(t) and self._design_key(t.params) == key]
+        best = min(runs, key=lambda t: t.final_value) if runs else None
+        try:
+            pred = self.predict_target(params)
+        except Exception:  # noqa: BLE001 - the standing is a report; a failed fit leaves it without
+            pred = None
+        return {"params": params, "at_target": bool(runs), "value": best.final_value if best else None,
+                "trial_index": best.index if best else None, "prediction": pred}
 
     # -- persistence ---------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -660,8 +916,11 @@ class MultiFidelityOptimizer:
                          "budget": self.budget, "cost_cooling": self.cost_cooling,
                          "prior_decay": self.prior_decay, "boundary_snap": self.boundary_snap,
                          "recommendation": self.recommendation,
-                         "target_separation": self.target_separation, "mean_optima": self.mean_optima},
+                         "target_separation": self.target_separation, "mean_optima": self.mean_optima,
+                         "verify_every": self.verify_every, "effort": self.effort,
+                         "effort_share": self.effort_share},
             "n_asked": self._n_asked,
+            "incumbent": {"params": self._incumbent, "at": self._incumbent_at} if self._incumbent else None,
             "initial_used": self._initial_used,
             "trials": [_jsonable(t.to_dict()) for t in self.trials],
         }
@@ -688,5 +947,8 @@ class MultiFidelityOptimizer:
             elif d["status"] == "abandoned":
                 opt.abandon(idx, d.get("error") or "abandoned")
         opt._n_asked = int(state.get("n_asked", 0))
+        inc = state.get("incumbent")
+        if isinstance(inc, Mapping) and inc.get("params") is not None:
+            opt._incumbent, opt._incumbent_at = dict(inc["params"]), int(inc.get("at", 0))
         opt._initial_used = int(state.get("initial_used", 0))
         return opt

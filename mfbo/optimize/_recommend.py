@@ -2,7 +2,11 @@
 
 Two rules (``MultiFidelityOptimizer(recommendation=...)``):
 
-- ``"evaluated"`` (default): among the evaluated feasible designs (whatever fidelity each ran at), the
+- ``"target"``: once any trial ran at target fidelity, the optimiser recommends the target-fidelity run
+  with the lowest observed value and keeps it until a new target-fidelity result arrives
+  (``MultiFidelityOptimizer.recommend``); before that, as ``"evaluated"``.
+- ``"evaluated"`` (default): among the
+  evaluated feasible designs (whatever fidelity each ran at), the
   one with the best pessimistic estimate at target fidelity, posterior mean minus one posterior standard
   deviation (maximisation convention: the loss's upper confidence bound). A design seen only at low
   fidelity wins only when the model is sure its target-fidelity loss is lower; the recommendation is
@@ -24,7 +28,7 @@ import torch
 
 __all__ = ["RECOMMENDATIONS", "mean_maximisers", "recommend", "recommend_evaluated"]
 
-RECOMMENDATIONS = ("evaluated", "optimised")
+RECOMMENDATIONS = ("evaluated", "optimised", "target")
 
 
 def recommend_evaluated(opt, surrogate, completed, kappa: float = 1.0) -> dict:

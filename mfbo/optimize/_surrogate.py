@@ -92,21 +92,23 @@ class Surrogate:
         self.log_outcome = log_outcome
         self.encoder = encoder
 
-    def _latent(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _latent(self, X: np.ndarray, observation_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
         with torch.no_grad():
-            post = self.model.posterior(torch.as_tensor(X, dtype=torch.double))
+            post = self.model.posterior(torch.as_tensor(X, dtype=torch.double), observation_noise=observation_noise)
             mu = -post.mean.squeeze(-1).numpy()
             var = post.variance.squeeze(-1).clamp_min(0).numpy()
         return mu, var
 
     def predict(self, configs: Sequence[Mapping[str, Any]], data_fraction: float | None = None,
-                epochs: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+                epochs: float | None = None, observation_noise: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """Posterior mean and sd of the objective (its own units) at the given fidelity.
 
         Args:
             configs: ``n`` design configurations (natural units).
             data_fraction: data fidelity (default: its target).
             epochs: iteration fidelity (default: its target).
+            observation_noise: include the inferred observation noise (run-to-run scatter, e.g. training
+                seeds): the spread of a new run's value rather than of the latent mean.
         Returns:
             ``(mean, sd)``, each ``(n,)``. With a log-outcome model these are the log-normal mean and sd.
         """
@@ -114,7 +116,7 @@ class Surrogate:
         frac = enc.data_fraction_default() if data_fraction is None else float(data_fraction)
         ep = enc.epochs_default() if epochs is None else float(epochs)
         X = enc.encode(list(configs), [frac] * len(configs), [ep] * len(configs))
-        mu, var = self._latent(X)
+        mu, var = self._latent(X, observation_noise)
         if self.log_outcome:
             mean = np.exp(mu + var / 2)
             sd = np.sqrt(np.expm1(var)) * mean
@@ -140,6 +142,39 @@ class Surrogate:
             out[p.name] = float(np.max(1.0 / cols))
             col += p.encoded_dim
         return out
+
+    def noise_sd(self) -> float:
+        """The inferred observation-noise standard deviation in the model's outcome units: of
+        ``log(loss)`` for a log-outcome model (about the relative scatter of a run's loss, e.g. 0.05
+        for 5 %), of the loss otherwise. Fitted with the other hyperparameters, not fixed."""
+        noise = float(self.model.likelihood.noise.detach().reshape(-1)[0])
+        scale = 1.0
+        tf = getattr(self.model, "outcome_transform", None)
+        if tf is not None and getattr(tf, "stdvs", None) is not None:
+            scale = float(tf.stdvs.detach().reshape(-1)[0])
+        return float(np.sqrt(max(noise, 0.0)) * scale)
+
+    def fidelity_correlation(self, configs: Sequence[Mapping[str, Any]], data_fraction: float | None = None,
+                             epochs: float | None = None) -> float:
+        """The learned correlation between a run at the given (lower) fidelity and one at target
+        fidelity, latent values of the same design, averaged over ``configs``: how informative a cheap
+        run is about the target, as the fitted fidelity kernels say (1: as good as a target run).
+        """
+        enc = self.encoder
+        configs = list(configs)
+        frac = enc.data_fraction_default() if data_fraction is None else float(data_fraction)
+        ep = enc.epochs_default() if epochs is None else float(epochs)
+        n = len(configs)
+        lo = torch.as_tensor(enc.encode(configs, [frac] * n, [ep] * n), dtype=torch.double)
+        hi = torch.as_tensor(enc.encode(configs, [enc.data_fraction_default()] * n, [enc.epochs_default()] * n),
+                             dtype=torch.double)
+        k = self.model.covar_module
+        with torch.no_grad():
+            kxy = k(lo, hi, diag=True).reshape(-1)
+            kxx = k(lo, lo, diag=True).reshape(-1)
+            kyy = k(hi, hi, diag=True).reshape(-1)
+        rho = (kxy / torch.sqrt(kxx * kyy).clamp_min(1e-300)).numpy()
+        return float(np.clip(np.mean(rho), -1.0, 1.0))
 
     def fidelity_hyperparameters(self) -> dict[str, float]:
         """Learned fidelity-kernel parameters (for reports), e.g. ``{"epochs.power": ..., "data_fraction.offset": ...}``."""

@@ -81,6 +81,10 @@ def _finish(study, args) -> int:
         print(f"  {json.dumps(best['params'], default=str)}", file=sys.stdout)
         print(f"  validation {best['metric'] if isinstance(best['metric'], str) else 'metric'}: "
               f"{_fmt(best.get('validation_value'))}", file=sys.stdout)
+        if best.get("z") is not None:
+            pred = best["prediction"]
+            print(f"  predicted before the retraining: {pred['mean']:.6g} ± {pred['sd']:.2g} (z = {best['z']:.2f})",
+                  file=sys.stdout)
         for line in _quality(best):
             print(f"  {line}", file=sys.stdout)
         if best.get("model_path"):
@@ -143,10 +147,20 @@ def _print_status(st: dict, out) -> None:
     print(f"  budget: {b['ffe_used']:.3f} / {_fmt(b['ffe_budget'])} FFE, "
           f"{b['wall_time_used_s']:.0f} / {_fmt(b['wall_time_budget_s'])} s", file=out)
     best = st.get("best_so_far")
-    if best:
-        print(f"  best so far: {best['value']:.6g} (trial {best['trial_id']}, fraction {best['data_fraction']:.3g}, "
-              f"{best['epochs']} epochs)", file=out)
+    if best and best.get("value") is not None:
+        print(f"  best so far at target fidelity: {best['value']:.6g} (trial {best['trial_id']}, fraction "
+              f"{best['data_fraction']:.3g}, {best['epochs']} epochs)", file=out)
         print(f"    {json.dumps(best['params'], default=str)}", file=out)
+    elif best:
+        pred = best.get("prediction") or {}
+        guess = (f"; the recommendation is predicted {pred['mean']:.6g} ± {pred['sd']:.2g} there"
+                 if pred.get("mean") is not None else "")
+        print(f"  best so far: no trial has run at target fidelity yet{guess}", file=out)
+        print(f"    recommendation: {json.dumps(best['params'], default=str)}", file=out)
+    cal = st.get("calibration")
+    if cal and cal.get("z") is not None:
+        print(f"  final retraining: {cal['value']:.6g} against the predicted {cal['prediction']['mean']:.6g} ± "
+              f"{cal['prediction']['sd']:.2g} (z = {cal['z']:.2f})", file=out)
     print(f"  storage: {st['storage']}; executor: {st['executor']} ({st['workers']} workers)", file=out)
     if st.get("best_json"):
         print(f"  best configuration: {st['best_json']} (mfbo best {st['dir']})", file=out)
@@ -171,13 +185,23 @@ def _best(args) -> int:
         print(json.dumps(best, indent=1, default=str))
         return 0
     if not best.get("final", True):
-        print("study not finished: best trial so far (not retrained)")
+        if best.get("best_trial"):
+            print(f"study not finished: best target-fidelity trial so far (trial {best['best_trial']['trial_id']}, "
+                  f"value {_fmt(best['best_trial']['value'])}; not retrained)")
+        else:
+            pred = best.get("prediction") or {}
+            print("study not finished and no trial has run at target fidelity yet: the recommendation"
+                  + (f", predicted {pred['mean']:.6g} ± {pred['sd']:.2g} at target" if pred.get("mean") is not None
+                     else ""))
     print("parameters:")
     for k, v in best["params"].items():
         print(f"  {k} = {_fmt(v)}")
     if best.get("fidelity"):
         print(f"retrained at data_fraction {best['fidelity']['data_fraction']}, {best['fidelity']['epochs']} epochs; "
               f"validation {_fmt(best.get('validation_value'))}")
+    if best.get("z") is not None:
+        pred = best["prediction"]
+        print(f"predicted before the retraining: {pred['mean']:.6g} ± {pred['sd']:.2g} (z = {best['z']:.2f})")
     for line in _quality(best):
         print(line)
     if best.get("model_path"):

@@ -218,7 +218,7 @@ class Study:
         rows = store.trials("trial", light=True)
         counts = {s: sum(r["status"] == s for r in rows) for s in ("running", "completed", "failed", "abandoned")}
         used = sum(r["cost_ffe"] for r in rows if r["status"] in ("completed", "failed"))
-        best = _best_row(rows, self._targets_from_rows())
+        best = _best_so_far(_best_row(rows, self._targets_from_rows()), state.get("recommendation"))
         status = state.get("status")
         if status == "running" and not _driver_alive(self.dir):
             status = "interrupted"  # the driver died (crash, kill -9): `mfbo resume DIR` continues it
@@ -228,7 +228,8 @@ class Study:
             "budget": {"ffe_used": used, "ffe_budget": self.config.budget_ffe,
                        "wall_time_used_s": state.get("elapsed_s", 0.0),
                        "wall_time_budget_s": self.config.budget_wall_time},
-            "best_so_far": best, "storage": self.storage_url, "executor": self.config.executor,
+            "best_so_far": best, "recommendation": state.get("recommendation"),
+            "calibration": state.get("calibration"), "storage": self.storage_url, "executor": self.config.executor,
             "workers": self.config.workers, "best_json": str(self.dir / "best.json")
             if (self.dir / "best.json").is_file() else None,
         }
@@ -251,7 +252,12 @@ class Study:
         rows = self.trial_rows()
         b = _best_row(rows, self._targets_from_rows())
         if b is None:
-            raise StudyError(f"study {self.config.name} has no completed trial yet")
+            rec = self._open_store(readonly=True).state().get("recommendation")
+            if not rec:
+                raise StudyError(f"study {self.config.name} has no completed trial yet")
+            # no target-fidelity result yet: the recommendation, with its predicted value
+            return {"params": rec["params"], "train_config": None, "test_metrics": None, "model_path": None,
+                    "final": False, "best_trial": None, "prediction": rec.get("prediction")}
         return {"params": b["params"], "train_config": None, "test_metrics": None, "model_path": None,
                 "final": False, "best_trial": b}
 
@@ -497,17 +503,46 @@ def _try_build_objective(config: StudyConfig, d: Path) -> Any:
 
 
 def _best_row(rows: list[dict], targets: Mapping | None) -> dict | None:
-    """Best completed trial: at target fidelity when any ran there, else over all fidelities."""
+    """Best completed trial at target fidelity, or None when no trial ran there (a result at a lower
+    fidelity is not a result for the target: a 1-epoch loss is not comparable with a 20-epoch one)."""
     done = [r for r in rows if r["status"] == "completed" and r["value"] is not None]
+    if targets:
+        done = [r for r in done if math.isclose(r["data_fraction"], targets.get("data_fraction", r["data_fraction"]))
+                and (targets.get("epochs") is None or r["epochs"] == targets["epochs"])]
     if not done:
         return None
-    if targets:
-        at_t = [r for r in done if math.isclose(r["data_fraction"], targets.get("data_fraction", r["data_fraction"]))
-                and r["epochs"] == targets.get("epochs", r["epochs"])]
-        done = at_t or done
     b = min(done, key=lambda r: r["value"])
     return {"trial_id": b["trial_id"], "value": b["value"], "params": b["params"],
-            "data_fraction": b["data_fraction"], "epochs": b["epochs"]}
+            "data_fraction": b["data_fraction"], "epochs": b["epochs"], "at_target": True}
+
+
+def _best_so_far(best: dict | None, recommendation: Mapping | None) -> dict | None:
+    """``status()["best_so_far"]``: the best target-fidelity result, or, before one exists, a record that
+    says so (``"value": None, "at_target": False``) with the optimiser's recommendation and its predicted
+    target-fidelity value (``"prediction": {"mean", "sd"}``), or None before any trial completed."""
+    if best is not None:
+        return best
+    if not recommendation:
+        return None
+    return {"trial_id": None, "value": None, "at_target": False, "params": recommendation.get("params"),
+            "prediction": recommendation.get("prediction"), "data_fraction": None, "epochs": None,
+            "note": "no target-fidelity result yet; params is the recommendation and prediction its "
+                    "predicted target-fidelity value"}
+
+
+def best_so_far_text(best: Mapping | None, fmt: str = ".4g") -> str:
+    """One line for progress and status: the best target-fidelity result, or the recommendation's
+    prediction while no trial has run at target fidelity."""
+    if not best:
+        return "best -"
+    if best.get("at_target", True) and best.get("value") is not None:
+        trial = f" (trial {best['trial_id']})" if best.get("trial_id") is not None else ""
+        return f"best at target {best['value']:{fmt}}{trial}"
+    pred = best.get("prediction") or {}
+    if pred.get("mean") is not None:
+        return (f"no target-fidelity result yet; recommendation predicted {pred['mean']:{fmt}} "
+                f"± {pred.get('sd', float('nan')):.2g} at target")
+    return "no target-fidelity result yet"
 
 
 def _replay(opt: Any, rows: list[dict]) -> dict[int, int]:
@@ -700,8 +735,24 @@ class _Driver:
         c["session_finished"] = sum(r["status"] in ("completed", "failed") for r in mine)
         b = _best_row(rows, {"data_fraction": self.targets.get(self.df_name, 1.0) if self.df_name else 1.0,
                              "epochs": self.targets.get(self.ep_name) if self.ep_name else None})
-        c["best"] = b
+        c["best"] = _best_so_far(b, self._recommendation(c["completed"]))
         return c
+
+    def _recommendation(self, n_completed: int) -> dict | None:
+        """The optimiser's recommendation with its standing (refreshed when a trial completed; stored in
+        the study state for ``mfbo status``)."""
+        if n_completed == getattr(self, "_rec_n", None):
+            return self._rec
+        self._rec_n, self._rec = n_completed, None
+        info = getattr(self.opt, "recommendation_info", None)
+        if n_completed and callable(info):
+            try:
+                self._rec = _json_safe(info())
+            except Exception as exc:  # noqa: BLE001 - a report; the study goes on without it
+                self.log.warning("no recommendation for the progress report: %s", exc)
+            else:
+                self.store.set_state(recommendation=self._rec)
+        return self._rec
 
     def _failure_check(self, c: dict) -> str | None:
         # Counted over this session's trials, so a study stopped for failures can be resumed once fixed.
@@ -723,7 +774,7 @@ class _Driver:
         ffe = (f"{c['used_ffe']:.3f}/{self.cfg.budget_ffe:g} FFE ({c['used_ffe'] / self.cfg.budget_ffe:.0%})"
                if self.cfg.budget_ffe else f"{c['used_ffe']:.3f} FFE")
         text = (f"progress: {ffe}, {len(self.running)} running, {c['completed']} done, {c['failed']} failed, "
-                + (f"best {best['value']:.4g}" if best else "best -"))
+                + best_so_far_text(best))
         wall = f"{self.wall():.0f}" + (f"/{self.cfg.budget_wall_time:.0f}" if self.cfg.budget_wall_time else "")
         return text + f", wall {wall} s"
 
@@ -741,7 +792,7 @@ class _Driver:
         self.bar.n = min(used, self.bar.total) if self.bar.total else used
         best = c["best"]
         text = (f"running={len(self.running)} done={c['completed']} failed={c['failed']} "
-                + (f"best={best['value']:.4g}" if best else "best=-"))
+                + best_so_far_text(best))
         if self.cfg.budget_wall_time is not None:
             text += f" wall={self.wall():.0f}/{self.cfg.budget_wall_time:.0f}s"
         self.bar.set_postfix_str(text, refresh=False)
@@ -918,6 +969,17 @@ class _Driver:
             if r["status"] == "running":
                 self.store.finish(r["trial_id"], status="abandoned", cost_ffe=0.0, cost_s=0.0,
                                   error="the driver stopped during the final run; re-run")
+        # the surrogate's prediction for the retraining, stored before it runs (calibration at target)
+        prediction = None
+        predict = getattr(self.opt, "predict_target", None)
+        if callable(predict):
+            try:
+                prediction = _json_safe(predict(params))
+            except Exception as exc:  # noqa: BLE001 - the calibration record is optional
+                self.log.warning("no prediction for the final run: %s", exc)
+        self.store.set_state(final_prediction={"params": params, "prediction": prediction})
+        if prediction:
+            self.log.info("final run predicted %.6g ± %.3g at target fidelity", prediction["mean"], prediction["sd"])
         key = self.store.next_trial_id()
         self.store.add_running(key, params, df, ep, kind="final")
         spec = self._spec("final", params, df, ep)
@@ -957,6 +1019,15 @@ class _Driver:
     def _write_best(self, rec: dict | None):
         params = rec["params"] if rec else self.opt.recommend()
         c = self._counts()
+        stored = self.store.state().get("final_prediction") or {}
+        prediction = stored.get("prediction") if rec and stored.get("params") == params else None
+        value = ((rec or {}).get("curve") or [None])[-1]
+        z = None
+        if prediction and value is not None and prediction.get("sd", 0) > 0:
+            z = (float(value) - float(prediction["mean"])) / float(prediction["sd"])
+            self.log.info("final run: %.6g against the predicted %.6g ± %.3g (z = %.2f)", value,
+                          prediction["mean"], prediction["sd"], z)
+            self.store.set_state(calibration={"prediction": prediction, "value": value, "z": z})
         best = {
             "params": params,
             "train_config": (rec or {}).get("train_config"),
@@ -969,7 +1040,11 @@ class _Driver:
             "final": rec is not None,
             "fidelity": {"data_fraction": rec["data_fraction"], "epochs": rec["epochs"]} if rec else None,
             "validation_curve": (rec or {}).get("curve"),
-            "validation_value": ((rec or {}).get("curve") or [None])[-1],
+            "validation_value": value,
+            # predicted before the retraining (sd includes the inferred run-to-run noise) and the
+            # retraining's z-score against it: (validation_value - mean) / sd
+            "prediction": prediction,
+            "z": z,
             "metric": self.cfg.metric,
             "study": {"name": self.cfg.name, "dir": str(self.dir), "backend": self.cfg.backend,
                       "trials": {k: c[k] for k in ("completed", "failed", "abandoned")},
@@ -1013,3 +1088,20 @@ def _make_logger(d: Path, uid: str | None) -> logging.Logger:
     wlog.propagate = False
     wlog.addHandler(fh)
     return log
+
+
+def _json_safe(x: Any) -> Any:
+    """A JSON-able copy (numpy scalars to Python numbers, NaN/inf to None)."""
+    if isinstance(x, Mapping):
+        return {str(k): _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    if isinstance(x, (bool, str)) or x is None:
+        return x
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if isinstance(x, (int,)) or (hasattr(x, "dtype") and "int" in str(x.dtype)):
+        return int(x)
+    return v if math.isfinite(v) else None

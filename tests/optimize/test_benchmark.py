@@ -111,3 +111,18 @@ def test_cli_rejects_a_malformed_budget(tmp_path):
     assert proc.returncode == 2
     assert "--method-budget 'random': expected NAME=FFE" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_summary_reports_calibration_at_target(run_mod):
+    recs = []
+    for s, (vz, tz) in enumerate([(0.5, [0.5, 3.0]), (-1.5, [-1.5]), (2.5, [2.5, 0.1, -0.2])]):
+        recs.append(_rec("mfbo", s, [1.0, 2.0], [0.5, 0.04]) | {"verification_z": vz, "target_runs_z": tz})
+        recs.append(_rec("random", s, [1.0, 2.0], [0.5, 0.3]))
+    summary = run_mod.summarise(recs, {"p": 10.0}, {"p": 1.0})["p"]
+    mf = summary["methods"]["mfbo"]
+    assert mf["verification_z"] == [0.5, -1.5, 2.5]
+    assert mf["verification_within_2sd"] == pytest.approx(2 / 3)
+    assert mf["target_runs_within_2sd"] == pytest.approx(4 / 6)
+    assert "verification_z" not in summary["methods"]["random"]
+    text = run_mod.markdown({"p": summary})
+    assert "mfbo calibration at target: the recommendation's target run within 2 predicted sd in 67% of 3 runs" in text

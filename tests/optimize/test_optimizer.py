@@ -487,3 +487,134 @@ def test_mean_maximisers_climb_the_posterior_mean_from_the_best_designs():
     for bad in (-1, 1.5, True):
         with pytest.raises(OptimizerError, match="mean_optima"):
             MultiFidelityOptimizer(SPACE, mean_optima=bad)
+
+
+def _target_runs(opt):
+    return [t for t in opt.trials if t.status == "completed" and t.data_fraction == 1.0 and t.epochs == 20]
+
+
+def test_recommendation_is_a_target_fidelity_run_once_one_exists():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", verify_every=0, **FAST)
+    _run(opt, toy, 6)
+    assert not _target_runs(opt)
+    # a poor design at target fidelity: the only target-fidelity result, so the recommendation
+    poor = {"x": 0.95, "lr": 1e-4, "act": "tanh"}
+    idx = opt.attach(poor, 1.0, 20)
+    opt.tell(idx, toy_value(poor), 10.0)
+    assert opt.recommend() == poor
+    info = opt.recommendation_info()
+    assert info["at_target"] is True and info["value"] == toy_value(poor)[-1] and info["trial_index"] == idx
+    assert info["prediction"]["sd"] > 0
+    # far better designs seen only at low fidelity do not displace it: no new evidence at target
+    for x in (0.28, 0.3, 0.32):
+        good = {"x": x, "lr": 10 ** -2.5, "act": "silu"}
+        idx = opt.attach(good, 0.25, 5)
+        opt.tell(idx, toy_value(good, 0.25, 5), 0.6)
+        assert opt.recommend() == poor
+    # a better design at target replaces it
+    idx = opt.attach(good, 1.0, 20)
+    opt.tell(idx, toy_value(good), 10.0)
+    assert opt.recommend() == good
+    # the choice survives a state round trip
+    assert MultiFidelityOptimizer.from_state_dict(opt.state_dict()).recommend() == good
+
+
+def test_anytime_recommendation_changes_only_with_a_new_target_observation():
+    opt = MultiFidelityOptimizer(SPACE, seed=1, recommendation="target", verify_every=0.5, **FAST)
+    steps = []
+    for _ in range(18):
+        (c,) = opt.ask(1)
+        out = toy(c.params, c.data_fraction, c.epochs)
+        opt.tell(c.trial_index, out["curve"], out["cost"])
+        runs = _target_runs(opt)
+        rec = opt.recommend()
+        steps.append((len(runs), rec))
+        if runs:  # a target-fidelity run, never a low-fidelity one, once any exists
+            assert rec in [t.params for t in runs]
+    # verification runs sent the model's best guesses to target fidelity
+    assert any(t.metadata.get("source") == "verify" for t in opt.trials)
+    assert steps[-1][0] >= 2
+    for (n_a, rec_a), (n_b, rec_b) in zip(steps, steps[1:]):
+        if n_a == n_b and n_a > 0:
+            assert rec_a == rec_b
+    # every target-fidelity proposal carried its prediction, and the run was scored against it
+    for t in _target_runs(opt):
+        pred = t.metadata["prediction"]
+        assert pred["n_completed"] < t.index + 1 and pred["sd"] > 0
+        assert t.metadata["z"] == pytest.approx((t.curve[-1] - pred["mean"]) / pred["sd"])
+
+
+def test_observation_noise_is_inferred_of_the_right_order():
+    rng = np.random.default_rng(0)
+    space = SearchSpace.from_dict(SPACE)
+    configs = space.sample(40, seed=3)
+
+    def fit(noise):
+        opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+        for i, c in enumerate(configs):
+            frac, ep = (1.0, 20) if i % 4 == 0 else (0.25 + 0.5 * (i % 3) / 2, 5 + 5 * (i % 3))
+            curve = np.asarray(toy_value(c, frac, ep)) * np.exp(noise * rng.standard_normal(ep))
+            idx = opt.attach(c, frac, ep)
+            opt.tell(idx, curve.tolist(), 1.0)
+        return opt.surrogate().noise_sd()
+
+    # 5 % and 20 % multiplicative scatter = 0.05 and 0.2 in the log-loss the model sees
+    low, high = fit(0.05), fit(0.2)
+    assert 0.025 < low < 0.1, low
+    assert 0.1 < high < 0.4, high
+
+
+def test_verification_is_scored_against_the_prediction_made_before_it_ran():
+    result = minimize(toy, SPACE, budget=4.0, seed=0, verify_every=0, **FAST)
+    ver = result.info["verification"]
+    assert ver["new_run"] is True
+    pred = ver["prediction"]
+    assert pred["sd"] > 0 and ver["z"] == pytest.approx((ver["value"] - pred["mean"]) / pred["sd"])
+    # the optimiser's own time is measured and reported beside the trials' cost
+    assert 0 < result.info["optimizer_s"] <= result.info["wall_time_s"]
+    assert all(h["optimizer_s"] <= result.info["optimizer_s"] + 1e-9 for h in result.history)
+
+
+def test_cheap_trials_make_the_optimiser_economise():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(opt, lambda p, f, e: {"curve": toy_value(p, f, e), "cost": 1000.0 * f * e / 20}, 6)
+    assert not opt.cheap_mode()  # trials of a minute: a round of candidate generation is far below 10 %
+    fast = MultiFidelityOptimizer(SPACE, seed=0, **FAST)
+    _run(fast, lambda p, f, e: {"curve": toy_value(p, f, e), "cost": 1e-3}, 6)
+    assert fast.cheap_mode() and fast.last_timings.get("cheap_mode") == 1.0
+    full = MultiFidelityOptimizer(SPACE, seed=0, effort="full", **FAST)
+    _run(full, lambda p, f, e: {"curve": toy_value(p, f, e), "cost": 1e-3}, 6)
+    assert not full.cheap_mode()
+    with pytest.raises(OptimizerError, match="effort"):
+        MultiFidelityOptimizer(SPACE, effort="low")
+    with pytest.raises(OptimizerError, match="verify_every"):
+        MultiFidelityOptimizer(SPACE, verify_every=-1)
+
+
+def test_target_runs_that_miss_their_prediction_move_proposals_to_dearer_fidelities():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", verify_every=0, **FAST)
+    _run(opt, toy, 5)
+    assert opt.fidelity_floor() == 0.0
+
+    def target_run(x, miss):
+        p = {"x": x, "lr": 1e-3, "act": "silu"}
+        v = toy_value(p)[-1]
+        idx = opt.attach(p, 1.0, 20)
+        # a prediction 10 sd off (cheap runs misled the model), or spot on
+        opt.tell(idx, toy_value(p), 10.0, {"prediction": {"mean": v - 1.0 if miss else v, "sd": 0.1}})
+        return opt.trials[idx]
+
+    t = target_run(0.5, miss=True)
+    assert t.metadata["z"] == pytest.approx(10.0)
+    assert opt.fidelity_floor() == 1 / 16
+    for _ in range(3):
+        (c,) = opt.ask(1)
+        assert c.data_fraction * c.epochs / 20 >= 1 / 16 - 1e-9, (c.data_fraction, c.epochs)
+        out = toy(c.params, c.data_fraction, c.epochs)
+        opt.tell(c.trial_index, out["curve"], out["cost"])
+    target_run(0.6, miss=True)
+    assert opt.fidelity_floor() == 1 / 8
+    target_run(0.7, miss=False)
+    assert opt.fidelity_floor() == 1 / 16
+    target_run(0.8, miss=False)
+    assert opt.fidelity_floor() == 0.0

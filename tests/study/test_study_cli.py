@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from tests.study.conftest import run_cli, write_study
 
 
@@ -19,7 +21,16 @@ def test_quick_study_end_to_end(tmp_path):
     st = json.loads(r.stdout)
     assert st["status"] == "finished"
     assert st["trials"]["completed"] >= 2 and st["trials"]["running"] == 0
-    assert st["best_so_far"]["value"] > 0
+    so_far = st["best_so_far"]
+    if so_far["at_target"]:  # a target-fidelity result, never a lower-fidelity one
+        assert so_far["value"] > 0 and (so_far["data_fraction"], so_far["epochs"]) == (1.0, 8)
+    else:  # none yet: says so, and shows the recommendation with its predicted value
+        assert so_far["value"] is None and so_far["trial_id"] is None and set(so_far["params"]) == {"x", "y"}
+        assert so_far["prediction"]["mean"] > 0 and so_far["prediction"]["sd"] > 0
+    # the final retraining against the prediction stored before it ran
+    cal = st["calibration"]
+    pred = cal["prediction"]
+    assert pred["sd"] > 0 and cal["z"] == pytest.approx((cal["value"] - pred["mean"]) / pred["sd"])
 
     r = run_cli("best", d, "--json")
     assert r.returncode == 0, r.stderr
@@ -28,6 +39,8 @@ def test_quick_study_end_to_end(tmp_path):
     assert set(best["params"]) == {"x", "y"}
     assert best["fidelity"] == {"data_fraction": 1.0, "epochs": 8}
     assert len(best["validation_curve"]) == 8
+    assert best["prediction"] == pred and best["z"] == pytest.approx(cal["z"])
+    assert best["validation_value"] == cal["value"]
     # every finished trial has its atomically written result file with versions and the curve
     files = sorted((d / "results").glob("trial_*.json"))
     assert len(files) == st["trials"]["completed"] + st["trials"]["failed"]
@@ -46,6 +59,13 @@ def test_quick_study_end_to_end(tmp_path):
 
     r = run_cli("status", d)
     assert r.returncode == 0 and "best so far" in r.stdout
+    assert ("best so far at target fidelity:" in r.stdout) is so_far["at_target"]
+    assert ("no trial has run at target fidelity yet; the recommendation is predicted" in r.stdout) \
+        is not so_far["at_target"]
+    assert f"(z = {cal['z']:.2f})" in r.stdout
+    progress = [ln for ln in log.splitlines() if "progress:" in ln]
+    assert progress and all(("best at target" in ln) or ("no target-fidelity result yet" in ln) or "best -" in ln
+                            for ln in progress)
     # a second `run` on the same output refuses and points to resume
     r = run_cli("run", study, cwd=tmp_path)
     assert r.returncode != 0 and "mfbo resume" in r.stderr
