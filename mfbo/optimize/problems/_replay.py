@@ -52,8 +52,6 @@ RECORDS_FORMAT = "mfbo-mlip-records-1"
 FIT_FORMAT = "mfbo-replay-fit-1"
 RECORD_COMMAND = ("OMP_NUM_THREADS=1 nice -n 10 .venv/bin/python analysis/benchmarks/mlip/record.py "
                   "--dataset {dataset}")
-# E[log s] - log sigma for the sample standard deviation of n normal draws: 0.5 (digamma(k/2) - log(k/2)), k = n-1
-_EULER = 0.5772156649015329
 
 
 class RecordError(DataError):
@@ -92,6 +90,7 @@ def _digest(data: dict, metric: Mapping[str, float]) -> str:
 
 
 def _log_sd_bias(n: int) -> float:
+    """E[log s] - log sigma for the sample sd of n normal draws: 0.5 (digamma(k/2) - log(k/2)), k = n - 1."""
     from scipy.special import digamma
 
     k = max(n - 1, 1)
