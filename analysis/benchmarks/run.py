@@ -38,7 +38,7 @@ import numpy as np
 DEFAULT_PROBLEMS = ["hartmann6_mf", "learning_curve", "yahpo_lcbench", "yahpo_rbv2_xgboost", "oc20_gmp"]
 DEFAULT_METHODS = ["mfbo", "random", "ax-sf", "optuna-tpe-hb", "hyperband"]
 DEFAULT_BUDGETS = {"hartmann6_mf": 30.0, "learning_curve": 30.0, "yahpo_lcbench": 30.0, "yahpo_rbv2_xgboost": 30.0,
-                   "oc20_gmp": 30.0}
+                   "oc20_gmp": 30.0, "mlip_si": 30.0, "mlip_mo": 30.0, "mlip_oc20": 30.0}
 TARGETS = {"5pct": 0.05, "1pct": 0.01}
 
 
@@ -301,7 +301,7 @@ def _ratios(methods: dict, budget: float) -> dict:
 
 
 COLORS = {"mfbo": "tab:red", "random": "tab:gray", "ax-sf": "tab:blue", "optuna-tpe-hb": "tab:green",
-          "hyperband": "tab:orange", "dehb": "tab:purple"}
+          "hyperband": "tab:orange", "dehb": "tab:purple", "smac-mf": "tab:brown"}
 
 
 def plot(summary: dict, out_dir: Path) -> list[Path]:

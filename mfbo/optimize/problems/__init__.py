@@ -39,3 +39,11 @@ from mfbo.optimize.problems._tabular import OC20GMP, TabularProblem  # noqa: E40
 __all__ += ["OC20GMP", "TabularProblem"]
 register_problem("oc20_gmp", OC20GMP)
 register_problem("tabular", TabularProblem)
+
+from mfbo.optimize.problems._replay import MlipMo, MlipOC20, MlipSi, ReplayProblem  # noqa: E402
+
+__all__ += ["ReplayProblem", "MlipSi", "MlipMo", "MlipOC20"]
+register_problem("mlip_si", MlipSi)
+register_problem("mlip_mo", MlipMo)
+register_problem("mlip_oc20", MlipOC20)
+register_problem("replay", ReplayProblem)
