@@ -12,7 +12,7 @@ from mfbo.errors import ConfigError
 __all__ = ["register", "read_run_file", "DATA_KEYS"]
 
 # Keys of a run file that are not TrainConfig fields or hyperparameters.
-DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "output")
+DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "cache_max_gb", "output")
 # Keys that say how the data are held (mfbo.training._source.DataOptions fields).
 DATA_OPTION_KEYS = {
     "data_mode": "mode",
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         description=(
             "Train one potential. CONFIG (JSON or TOML) holds TrainConfig fields and/or hyperparameter "
             "names (sigma_min, mcsh_order, ...) plus dataset paths: train (required), val (else split off "
-            "train with val_fraction), test (optional), data_fraction, cache_dir, output, and how the data are "
+            "train with val_fraction), test (optional), data_fraction, cache_dir (fingerprint cache) and "
+            "cache_max_gb (its size limit in GB), output, and how the data are "
             "held: data_mode (auto/memory/stream), shard_dir, featurize_workers, shard_size, data_memory_gb. Writes "
             "OUTPUT/model.npz and OUTPUT/record.json (learning curve, test errors beside the trivial baselines) "
             "and prints them. 'preset = \"amptorch\"' starts from AMPTorch's exact settings."
@@ -120,6 +121,22 @@ def _handler(args) -> int:
         raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
 
     cache = path_of("cache_dir")
+    if data.get("cache_max_gb") is not None:
+        from mfbo.fingerprints._store import check_max_gb
+
+        try:
+            check_max_gb(data["cache_max_gb"], "cache_max_gb")
+        except ConfigError as exc:
+            raise ConfigError(f"run file {run_path}: {exc}") from None
+        if cache is None:
+            raise ConfigError(
+                f"run file {run_path}: cache_max_gb limits the fingerprint cache, which is used only with "
+                "cache_dir; add cache_dir or remove cache_max_gb"
+            )
+    if cache is not None:
+        from mfbo.fingerprints import FingerprintCache
+
+        cache = FingerprintCache(cache, max_gb=data.get("cache_max_gb"))
     from mfbo.training._featurize import gmp_params_of
     from mfbo.training._images import open_images
     from mfbo.training._source import DataOptions, resolve_data_mode
