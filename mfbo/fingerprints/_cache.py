@@ -193,6 +193,11 @@ class FingerprintCache:
             os.replace(tmp, d / "params.json")
         return d
 
+    def entry_path(self, atoms, params: GMPParams, *, derivatives: bool = False) -> Path:
+        """Where the entry of ``atoms`` (values, or values + Jacobian) for ``params`` is stored."""
+        suffix = ".jac.npz" if derivatives else ".npz"
+        return self.directory / params.cache_key()[:32] / f"{structure_hash(atoms)}{suffix}"
+
     def _store(self, params: GMPParams, name: str, **arrays) -> None:
         """Write one entry; recreate the parameter-set directory if another process removed it."""
         for attempt in (0, 1):
