@@ -240,3 +240,25 @@ def test_run_file_rejects_bad_limit(tmp_path, capsys):
 def test_entry_names():
     assert is_entry_name("a" * 64 + ".npz") and is_entry_name("0" * 64 + ".jac.npz")
     assert not is_entry_name("params.json") and not is_entry_name(".tmp-x.npz")
+
+
+def test_run_file_limit_reaches_the_cache(tmp_path, capsys):
+    import json
+
+    from ase.io import read, write
+
+    from mfbo.cli import main
+    from mfbo.datasets import WATER
+
+    write(tmp_path / "water.traj", read(str(WATER), index=":8"))
+    run = {"train": "water.traj", "fp_params": FP, "epochs": 1, "num_nodes": 4, "num_layers": 1,
+           "batch_size": 4, "val_fraction": 0.25, "output": "out", "cache_dir": "c", "cache_max_gb": 0.5}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    assert main(["train", str(tmp_path / "run.json"), "--no-progress"]) == 0, capsys.readouterr().err
+    assert len(_entries(tmp_path / "c")) == 8
+    # A limit smaller than one entry: the run's own entries are kept, with a warning.
+    run.update(cache_dir="d", cache_max_gb=1e-9)
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    with pytest.warns(UserWarning, match="more than its limit"):
+        assert main(["train", str(tmp_path / "run.json"), "--no-progress"]) == 0
+    assert len(_entries(tmp_path / "d")) == 8
