@@ -8,8 +8,9 @@ crash never leaves a half-written entry; an unreadable entry is recomputed.
 
 The cache is kept under a size limit by evicting the least recently used entries
 (:mod:`mfbo.fingerprints._store`): a read sets the entry's mtime to the current time, and
-a process that writes rescans the directory after every 5-10% of the limit it has written.
-Several processes may share a directory: an entry another process evicted is recomputed.
+a process that writes scans the directory at its first write and after every 5-10% of the
+limit it has written, evicting in a background thread. Several processes may share a
+directory: an entry another process evicted is recomputed.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import json
 import math
 import os
 import tempfile
+import threading
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -28,6 +30,7 @@ import numpy as np
 from mfbo.fingerprints._api import Fingerprints, _check_params, featurize_many
 from mfbo.fingerprints._params import GMPParams
 from mfbo.fingerprints._store import (
+    DEFAULT_MAX_GB,
     cache_info,
     check_max_gb,
     clear,
@@ -94,8 +97,8 @@ class FingerprintCache:
         max_gb: size limit in GB (10^9 bytes; ``math.inf``: no limit); default
             ``$MFBO_CACHE_MAX_GB``, else min(20 GB, half of (cache size + free disk space)).
             When a write takes the cache over the limit, the least recently used entries are
-            removed until 90% of it is left; entries this process read or wrote for the
-            parameter set it used last are never removed.
+            removed until 90% of it is left, in a background thread (see :meth:`wait`); entries
+            this process read or wrote for the parameter set it used last are never removed.
 
     Attributes:
         hits, misses: images served from the cache / computed.
@@ -121,6 +124,7 @@ class FingerprintCache:
         self._root = str(self.directory.absolute())
         self._written = 0  # bytes written since the last scan
         self._budget: float | None = None  # bytes to write before the next scan (None: at the first write)
+        self._worker: threading.Thread | None = None  # the eviction running in the background
         self._warned = False
 
     def limit_bytes(self, cache_bytes: int = 0) -> float:
@@ -144,42 +148,78 @@ class FingerprintCache:
         current[1].add(name)
 
     def _wrote(self, nbytes: int) -> None:
-        """Count a write; scan and evict once enough has been written since the last scan."""
+        """Count a write; start a scan + eviction in a background thread once enough has been written."""
         self._written += nbytes
+        self._collect(wait=False)
+        if self._worker is not None or self._unbounded:
+            return
         if self._budget is not None and self._written <= self._budget:
             return
-        if self._unbounded:
-            self._budget = math.inf
-            return
-        self.enforce_limit()
-
-    def enforce_limit(self):
-        """Scan the directory and evict least recently used entries if it is over the limit.
-
-        Returns the :class:`mfbo.fingerprints._store.EvictResult`. Called automatically after
-        writes; callable at any time.
-        """
-        current = _IN_USE.get(self._root)
-        protected = {(current[0], n) for n in current[1]} if current else frozenset()
-        keep_dirs = {current[0]} if current else frozenset()
-        result = evict(self.directory, self.limit_bytes, protected, keep_dirs)
         self._written = 0
+        # Non-daemon: a process that ends right after featurising still finishes the eviction.
+        self._worker = threading.Thread(target=self._run_eviction, name="mfbo-cache-evict", daemon=False)
+        self._worker.start()
+
+    def _in_use(self, key: str, name: str | None) -> bool:
+        """Whether this process uses entry ``key/name`` (``name`` None: directory ``key``) now."""
+        current = _IN_USE.get(self._root)
+        return current is not None and current[0] == key and (name is None or name in current[1])
+
+    def _run_eviction(self) -> None:
+        """Thread body of a background eviction."""
+        try:
+            self._account(evict(self.directory, self.limit_bytes, self._in_use))
+        except Exception as exc:  # a failed eviction must not fail the featurisation
+            self._budget = self._RESCAN_FRACTION * DEFAULT_MAX_GB * 1e9
+            warnings.warn(f"fingerprint cache {self.directory}: eviction failed: {exc}", stacklevel=1)
+
+    def _collect(self, wait: bool) -> None:
+        """Forget a finished background eviction (``wait``: wait for a running one first)."""
+        worker = self._worker
+        if worker is not None and (wait or not worker.is_alive()):
+            worker.join()
+            self._worker = None
+
+    def wait(self) -> None:
+        """Wait until the eviction started by the last writes (if any) has finished.
+
+        :meth:`featurize_many` returns while an eviction it started may still be removing
+        entries in a background thread, so that the removal overlaps with what the caller does
+        next (training); the interpreter waits for it at exit. Writes made while it ran that
+        exceed the rescan budget are checked here too, so the limit holds on return (up to
+        other processes' writes).
+        """
+        self._collect(wait=True)
+        if not self._unbounded and self._budget is not None and self._written > self._budget:
+            self.enforce_limit()
+
+    def _account(self, result):
         self.evicted += result.removed
         limit = result.limit_bytes if result.ran else self.limit_bytes(0)
         step = self._RESCAN_FRACTION * limit
-        if result.ran:
-            self._budget = min(max(limit - result.total_bytes, step), 2 * step)
-            if result.total_bytes > limit and not self._warned:
-                self._warned = True
-                warnings.warn(
-                    f"fingerprint cache {self.directory}: the entries in use take {result.total_bytes / 1e9:.2f} GB, "
-                    f"more than its limit of {limit / 1e9:.2f} GB, and are kept; raise the limit "
-                    "(cache_max_gb, --cache-max-gb or MFBO_CACHE_MAX_GB) to keep more",
-                    stacklevel=4,
-                )
-        else:  # another process is evicting
+        if not result.ran:  # another process is evicting
             self._budget = step
+            return result
+        self._budget = min(max(limit - result.total_bytes, step), 2 * step)
+        if result.total_bytes > limit and not self._warned:
+            self._warned = True
+            warnings.warn(
+                f"fingerprint cache {self.directory}: the entries in use take {result.total_bytes / 1e9:.2f} GB, "
+                f"more than its limit of {limit / 1e9:.2f} GB, and are kept; raise the limit "
+                "(cache_max_gb, --cache-max-gb or MFBO_CACHE_MAX_GB) to keep more",
+                stacklevel=2,
+            )
         return result
+
+    def enforce_limit(self):
+        """Scan the directory now and evict least recently used entries if it is over the limit.
+
+        Returns the :class:`mfbo.fingerprints._store.EvictResult` (``ran`` False when another
+        process was evicting). :meth:`featurize_many` does this by itself (see :meth:`wait`).
+        """
+        self._collect(wait=True)
+        self._written = 0
+        return self._account(evict(self.directory, self.limit_bytes, self._in_use))
 
     def _param_dir(self, params: GMPParams) -> Path:
         d = self.directory / params.cache_key()[:32]
@@ -200,15 +240,14 @@ class FingerprintCache:
 
     def _store(self, params: GMPParams, name: str, **arrays) -> None:
         """Write one entry; recreate the parameter-set directory if another process removed it."""
+        self._use(params.cache_key()[:32], name)  # before it exists: an eviction running now skips it
         for attempt in (0, 1):
-            pdir = self._param_dir(params)
             try:
-                size = atomic_savez(pdir / name, **arrays)
+                size = atomic_savez(self._param_dir(params) / name, **arrays)
                 break
             except FileNotFoundError:
                 if attempt:
                     raise
-        self._use(pdir.name, name)
         self._wrote(size)
 
     @staticmethod

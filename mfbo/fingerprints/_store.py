@@ -187,10 +187,10 @@ def _unlink(path: str) -> bool:
         return False
 
 
-def _remove_empty_key_dirs(key_dirs, keep=()) -> None:
+def _remove_empty_key_dirs(key_dirs, in_use=None) -> None:
     """Remove parameter-set directories that hold no entry any more (only params.json)."""
     for d in key_dirs:
-        if os.path.basename(d) in keep:
+        if in_use is not None and in_use(os.path.basename(d), None):
             continue
         try:
             names = os.listdir(d)
@@ -198,12 +198,11 @@ def _remove_empty_key_dirs(key_dirs, keep=()) -> None:
             continue
         if any(is_entry_name(n) or n.startswith(".tmp-") for n in names):
             continue
-        for n in names:
-            if n == "params.json":
-                _unlink(os.path.join(d, n))
         try:
+            if "params.json" in names:
+                _unlink(os.path.join(d, "params.json"))
             os.rmdir(d)
-        except OSError:  # a writer put something there meanwhile
+        except OSError:  # a writer put something there meanwhile, or no permission
             pass
 
 
@@ -249,17 +248,18 @@ class EvictResult:
     ran: bool = True
 
 
-def evict(directory, limit_of, protected=frozenset(), protected_dirs=frozenset()) -> EvictResult:
+def evict(directory, limit_of, in_use=None) -> EvictResult:
     """Bring the cache at ``directory`` under its limit, least recently used entries first.
 
     ``limit_of(total_bytes)`` gives the limit in bytes for the cache size found by the scan
     (see :func:`resolve_limit`). Does nothing when the cache is within it. Otherwise removes
     entries in order of modification time (oldest first) until at most ``LOW_WATER`` times the
     limit remain, skipping
-    ``protected`` entries (``(parameter-set directory name, file name)`` pairs the calling process
-    uses) and any entry read or rewritten after the scan (its mtime changed). Another process holding the eviction lock makes this a no-op
-    (``ran`` False). Stale temporary files go too; parameter-set directories left without
-    entries are removed unless their name is in ``protected_dirs``.
+    entries for which ``in_use(parameter-set directory name, file name)`` is true (asked just
+    before each removal, so the caller may add entries meanwhile) and any entry read or
+    rewritten after the scan (its mtime changed). Another process holding the eviction lock
+    makes this a no-op (``ran`` False). Stale temporary files go too; parameter-set directories
+    left without entries are removed unless ``in_use(name, None)`` is true.
     """
     directory = os.fspath(directory)
     with _DirectoryLock(directory) as lock:
@@ -267,7 +267,10 @@ def evict(directory, limit_of, protected=frozenset(), protected_dirs=frozenset()
             return EvictResult(total_bytes=-1, ran=False)
         found = scan(directory)
         for p in found.stale_tmp:
-            _unlink(p)
+            try:
+                _unlink(p)
+            except OSError:
+                pass
         total = found.total_bytes
         limit_bytes = limit_of(total)
         result = EvictResult(total_bytes=total, limit_bytes=limit_bytes)
@@ -277,7 +280,7 @@ def evict(directory, limit_of, protected=frozenset(), protected_dirs=frozenset()
         for mtime_ns, size, path in sorted(found.entries):
             if total <= target:
                 break
-            if protected and tuple(path.rsplit(os.sep, 2)[-2:]) in protected:
+            if in_use is not None and in_use(*path.rsplit(os.sep, 2)[-2:]):
                 continue
             try:
                 if os.stat(path).st_mtime_ns != mtime_ns:  # used since the scan
@@ -285,13 +288,16 @@ def evict(directory, limit_of, protected=frozenset(), protected_dirs=frozenset()
             except FileNotFoundError:  # evicted by someone else
                 total -= size
                 continue
-            if _unlink(path):
-                result.removed += 1
-                result.removed_bytes += size
+            try:
+                if _unlink(path):
+                    result.removed += 1
+                    result.removed_bytes += size
+            except OSError:  # e.g. another user's entry in a shared cache: left in place
+                continue
             total -= size
         result.total_bytes = total
         if result.removed:
-            _remove_empty_key_dirs(found.key_dirs, keep=protected_dirs)
+            _remove_empty_key_dirs(found.key_dirs, in_use)
         return result
 
 

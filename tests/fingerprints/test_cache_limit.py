@@ -42,6 +42,15 @@ def _path(directory, params, atoms):
     return FingerprintCache(directory, max_gb=1).entry_path(atoms, params)
 
 
+def _wait_for_evictions():
+    """Join the background evictions of caches this test cannot reach (built inside a command)."""
+    import threading
+
+    for t in threading.enumerate():
+        if t.name == "mfbo-cache-evict":
+            t.join()
+
+
 def _set_mtime(path, seconds_ago):
     t = time.time() - seconds_ago
     os.utime(path, (t, t))
@@ -67,6 +76,7 @@ def test_eviction_keeps_cache_under_limit_and_removes_least_recently_used_first(
     bounded = FingerprintCache(tmp_path, max_gb=limit_gb)
     new_images = _waters(2, start=100)
     got = bounded.featurize_many(new_images, PARAMS2)
+    bounded.wait()
     for x, y in zip(got, featurize_many(new_images, PARAMS2)):
         np.testing.assert_array_equal(x.features, y.features)
     left = _entries(tmp_path)
@@ -102,10 +112,12 @@ def test_entries_in_use_are_never_evicted(tmp_path):
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         small.featurize_many(images, PARAMS)  # same parameter set: all six entries are in use
+        small.wait()
     assert len(_entries(tmp_path)) == 6 and small.evicted == 0
     assert any("more than its limit" in str(w.message) for w in caught)
     # Switching to another parameter set releases them.
     small.featurize_many(images[:1], PARAMS2)
+    small.wait()
     left = _entries(tmp_path)
     assert len(left) == 1 and str(_path(tmp_path, PARAMS2, images[0])) in left
     # The directory of the released parameter set went with its last entry.
@@ -261,4 +273,5 @@ def test_run_file_limit_reaches_the_cache(tmp_path, capsys):
     (tmp_path / "run.json").write_text(json.dumps(run))
     with pytest.warns(UserWarning, match="more than its limit"):
         assert main(["train", str(tmp_path / "run.json"), "--no-progress"]) == 0
+        _wait_for_evictions()
     assert len(_entries(tmp_path / "d")) == 8
