@@ -254,10 +254,9 @@ def evict(directory, limit_of, in_use=None) -> EvictResult:
     ``limit_of(total_bytes)`` gives the limit in bytes for the cache size found by the scan
     (see :func:`resolve_limit`). Does nothing when the cache is within it. Otherwise removes
     entries in order of modification time (oldest first) until at most ``LOW_WATER`` times the
-    limit remain, skipping
-    entries for which ``in_use(parameter-set directory name, file name)`` is true (asked just
-    before each removal, so the caller may add entries meanwhile) and any entry read or
-    rewritten after the scan (its mtime changed). Another process holding the eviction lock
+    limit remain, skipping entries for which ``in_use(parameter-set directory name, file name)``
+    is true (asked just before each removal, so the caller may add entries meanwhile) and any
+    entry read or rewritten after the scan (its mtime changed). Another process holding the eviction lock
     makes this a no-op (``ran`` False). Stale temporary files go too; parameter-set directories
     left without entries are removed unless ``in_use(name, None)`` is true.
     """
