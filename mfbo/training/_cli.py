@@ -110,16 +110,6 @@ def _handler(args) -> int:
         config = config_from_hyperparameters(TrainConfig(), settings)
     except ConfigError as exc:
         raise ConfigError(f"run file {run_path}: {exc}") from None
-    data_fraction = args.data_fraction if args.data_fraction is not None else float(data.get("data_fraction", 1.0))
-    output = Path(args.output) if args.output else (path_of("output") or Path.cwd() / f"{run_path.stem}-run")
-    try:
-        output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-test"
-        probe.write_text("")
-        probe.unlink()
-    except OSError as exc:
-        raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
-
     cache = path_of("cache_dir")
     if data.get("cache_max_gb") is not None:
         from mfbo.fingerprints._store import check_max_gb
@@ -133,10 +123,16 @@ def _handler(args) -> int:
                 f"run file {run_path}: cache_max_gb limits the fingerprint cache, which is used only with "
                 "cache_dir; add cache_dir or remove cache_max_gb"
             )
-    if cache is not None:
-        from mfbo.fingerprints import FingerprintCache
+    data_fraction = args.data_fraction if args.data_fraction is not None else float(data.get("data_fraction", 1.0))
+    output = Path(args.output) if args.output else (path_of("output") or Path.cwd() / f"{run_path.stem}-run")
+    try:
+        output.mkdir(parents=True, exist_ok=True)
+        probe = output / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
 
-        cache = FingerprintCache(cache, max_gb=data.get("cache_max_gb"))
     from mfbo.training._featurize import gmp_params_of
     from mfbo.training._images import open_images
     from mfbo.training._source import DataOptions, resolve_data_mode
@@ -147,6 +143,10 @@ def _handler(args) -> int:
         raise ConfigError(f"run file {run_path}: {exc}") from None
     pool = open_images(path_of("train"))
     val = open_images(path_of("val")) if data.get("val") is not None else pool
+    if cache is not None:
+        from mfbo.fingerprints import FingerprintCache
+
+        cache = FingerprintCache(cache, max_gb=data.get("cache_max_gb"))
     mode = resolve_data_mode(data_options, pool, val, gmp_params_of(config), config.get_forces, cache)
     if mode == "memory":
         pool = load_images(path_of("train"), require_forces=config.get_forces)

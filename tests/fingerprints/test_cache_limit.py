@@ -244,6 +244,7 @@ def test_run_file_rejects_bad_limit(tmp_path, capsys):
     assert main(["train", str(run)]) == 2
     err = capsys.readouterr().err
     assert "run.json" in err and "cache_max_gb must be a positive number" in err
+    assert not (tmp_path / "out").exists()  # refused before anything is written
     run.write_text('{"train": "x.traj", "cache_max_gb": 2, "output": "out"}')
     assert main(["train", str(run)]) == 2
     assert "cache_max_gb limits the fingerprint cache" in capsys.readouterr().err
