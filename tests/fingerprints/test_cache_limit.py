@@ -228,12 +228,16 @@ def test_bad_limits_are_rejected_naming_the_key(bad, tmp_path):
         FingerprintCache(tmp_path, max_gb=bad)
 
 
-def test_objective_option_rejects_bad_limit():
+def test_objective_option_rejects_bad_limit_and_passes_a_good_one(tmp_path):
+    import pickle
+
     from mfbo.objectives import BuiltinObjective
 
     with pytest.raises(ConfigError, match="cache_max_gb"):
         BuiltinObjective("train.traj", cache_max_gb=-2)
-    assert BuiltinObjective("train.traj", cache_max_gb="2.5").cache_max_gb == 2.5
+    objective = pickle.loads(pickle.dumps(BuiltinObjective("train.traj", cache_dir=tmp_path, cache_max_gb="2.5")))
+    backing = objective.fingerprint_cache().backing
+    assert backing.max_gb == 2.5 and backing.directory == tmp_path
 
 
 def test_run_file_rejects_bad_limit(tmp_path, capsys):
