@@ -125,6 +125,7 @@ class FingerprintCache:
         self._written = 0  # bytes written since the last scan
         self._budget: float | None = None  # bytes to write before the next scan (None: at the first write)
         self._worker: threading.Thread | None = None  # the eviction running in the background
+        self._error: Exception | None = None  # what that eviction raised
         self._warned = False
 
     def limit_bytes(self, cache_bytes: int = 0) -> float:
@@ -166,19 +167,28 @@ class FingerprintCache:
         return current is not None and current[0] == key and (name is None or name in current[1])
 
     def _run_eviction(self) -> None:
-        """Thread body of a background eviction."""
+        """Thread body of a background eviction; an exception is handed to :meth:`_collect`."""
         try:
             self._account(evict(self.directory, self.limit_bytes, self._in_use))
-        except Exception as exc:  # a failed eviction must not fail the featurisation
+        except Exception as exc:
             self._budget = self._RESCAN_FRACTION * DEFAULT_MAX_GB * 1e9
-            warnings.warn(f"fingerprint cache {self.directory}: eviction failed: {exc}", stacklevel=1)
+            self._error = exc
 
     def _collect(self, wait: bool) -> None:
-        """Forget a finished background eviction (``wait``: wait for a running one first)."""
+        """Forget a finished background eviction (``wait``: wait for a running one first).
+
+        A failed eviction becomes a warning here, in the caller's thread (it must not fail the
+        featurisation); a warning the filters turned into an error is raised as such.
+        """
         worker = self._worker
         if worker is not None and (wait or not worker.is_alive()):
             worker.join()
             self._worker = None
+            error, self._error = self._error, None
+            if isinstance(error, Warning):
+                raise error
+            if error is not None:
+                warnings.warn(f"fingerprint cache {self.directory}: eviction failed: {error}", stacklevel=3)
 
     def wait(self) -> None:
         """Wait until the eviction started by the last writes (if any) has finished.
@@ -204,9 +214,10 @@ class FingerprintCache:
         if result.total_bytes > limit and not self._warned:
             self._warned = True
             warnings.warn(
-                f"fingerprint cache {self.directory}: the entries in use take {result.total_bytes / 1e9:.2f} GB, "
-                f"more than its limit of {limit / 1e9:.2f} GB, and are kept; raise the limit "
-                "(cache_max_gb, --cache-max-gb or MFBO_CACHE_MAX_GB) to keep more",
+                f"fingerprint cache {self.directory} holds {result.total_bytes / 1e9:.3g} GB after eviction, "
+                f"more than its limit of {limit / 1e9:.3g} GB: the rest is in use (by this process, or read by "
+                "another during the eviction) and is kept; raise the limit (cache_max_gb, --cache-max-gb or "
+                "MFBO_CACHE_MAX_GB) if this repeats",
                 stacklevel=2,
             )
         return result

@@ -280,3 +280,25 @@ def test_run_file_limit_reaches_the_cache(tmp_path, capsys):
         assert main(["train", str(tmp_path / "run.json"), "--no-progress"]) == 0
         _wait_for_evictions()
     assert len(_entries(tmp_path / "d")) == 8
+
+
+def test_background_eviction_failure_reaches_the_caller(tmp_path, monkeypatch):
+    import mfbo.fingerprints._cache as cache_module
+
+    def broken(*args, **kwargs):
+        raise PermissionError("no access")
+
+    monkeypatch.setattr(cache_module, "evict", broken)
+    cache = FingerprintCache(tmp_path, max_gb=1)
+    with pytest.warns(UserWarning, match="eviction failed: no access"):
+        got = cache.featurize_many(_waters(2), PARAMS)  # the featurisation itself succeeds
+        cache.wait()
+    assert len(got) == 2 and len(_entries(tmp_path)) == 2
+    # A warning turned into an error by the filters is raised in the caller's thread.
+    monkeypatch.setattr(cache_module, "evict", evict)
+    small = FingerprintCache(tmp_path / "small", max_gb=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        small.featurize_many(_waters(1), PARAMS)
+        with pytest.raises(UserWarning, match="more than its limit"):
+            small.wait()
