@@ -1,4 +1,4 @@
-"""``mfbo fingerprint INPUT --params PARAMS.json --out OUT.npz``."""
+"""``mfbo fingerprint INPUT --params PARAMS.json --out OUT.npz`` and ``mfbo cache info|clear``."""
 
 from __future__ import annotations
 
@@ -29,8 +29,19 @@ def register(subparsers) -> None:
     p.add_argument("--index", default=":", help="ASE index of the images to read (default: all)")
     p.add_argument("--derivatives", action="store_true", help="also write the fingerprint Jacobian")
     p.add_argument("--cache-dir", default=None, help="fingerprint cache directory (default: no cache)")
+    p.add_argument(
+        "--cache-max-gb",
+        default=None,
+        metavar="GB",
+        help="size limit of the --cache-dir cache in GB (default: $MFBO_CACHE_MAX_GB, else "
+        "min(20, half of cache + free disk)); least recently used entries are removed",
+    )
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")
     p.set_defaults(func=_handler)
+
+    from mfbo.fingerprints._cache_cli import register as register_cache
+
+    register_cache(subparsers)
 
 
 def _handler(args: argparse.Namespace) -> int:
@@ -38,8 +49,12 @@ def _handler(args: argparse.Namespace) -> int:
     import sys
     from pathlib import Path
 
-    from mfbo.errors import DataError, FingerprintError
+    from mfbo.errors import ConfigError, DataError, FingerprintError
+    from mfbo.fingerprints._store import check_max_gb
 
+    max_gb = check_max_gb(args.cache_max_gb, "--cache-max-gb")
+    if max_gb is not None and not args.cache_dir:
+        raise ConfigError("--cache-max-gb limits the cache given by --cache-dir; add --cache-dir DIR")
     try:
         with open(args.params, encoding="utf-8") as fh:
             spec = json.load(fh)
@@ -72,7 +87,7 @@ def _handler(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input} holds no structure (index {args.index!r})")
 
     if args.cache_dir:
-        fps = FingerprintCache(args.cache_dir, device=args.device).featurize_many(
+        fps = FingerprintCache(args.cache_dir, device=args.device, max_gb=max_gb).featurize_many(
             images, params, derivatives=args.derivatives, progress=True
         )
     else:

@@ -57,6 +57,8 @@ class BuiltinObjective(Objective):
             a dict of record key -> weight.
         cache_dir: fingerprint cache directory (default: FingerprintCache's default); False: no
             disk cache.
+        cache_max_gb: size limit of that cache in GB (default: ``$MFBO_CACHE_MAX_GB``, else
+            min(20, half of cache size + free disk)); least recently used entries are removed.
         test: optional test set for :meth:`fit` (never used by ``evaluate``).
         progress: show progress bars.
     """
@@ -70,6 +72,7 @@ class BuiltinObjective(Objective):
         cache_dir=None,
         test=None,
         progress: bool = False,
+        cache_max_gb=None,
     ):
         from mfbo.training._config import TrainConfig
 
@@ -84,6 +87,9 @@ class BuiltinObjective(Objective):
         self.val_source = str(val) if isinstance(val, Path) else val
         self.test_source = str(test) if isinstance(test, Path) else test
         self.cache_dir = str(cache_dir) if isinstance(cache_dir, Path) else cache_dir
+        from mfbo.fingerprints._store import check_max_gb
+
+        self.cache_max_gb = check_max_gb(cache_max_gb, "cache_max_gb")
         self.progress = bool(progress)
         self._loaded = None
         self._cache = None
@@ -121,7 +127,8 @@ class BuiltinObjective(Objective):
             if self.cache_dir is not False:
                 from mfbo.fingerprints import FingerprintCache
 
-                backing = FingerprintCache(self.cache_dir) if self.cache_dir is not None else FingerprintCache()
+                # A study pickled without the attribute gets the default limit.
+                backing = FingerprintCache(self.cache_dir, max_gb=getattr(self, "cache_max_gb", None))
             self._cache = _MemoCache(backing)
         return self._cache
 

@@ -12,7 +12,7 @@ from mfbo.errors import ConfigError
 __all__ = ["register", "read_run_file", "DATA_KEYS"]
 
 # Keys of a run file that are not TrainConfig fields or hyperparameters.
-DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "output")
+DATA_KEYS = ("train", "val", "test", "data_fraction", "cache_dir", "cache_max_gb", "output")
 # Keys that say how the data are held (mfbo.training._source.DataOptions fields).
 DATA_OPTION_KEYS = {
     "data_mode": "mode",
@@ -30,7 +30,8 @@ def register(subparsers) -> None:
         description=(
             "Train one potential. CONFIG (JSON or TOML) holds TrainConfig fields and/or hyperparameter "
             "names (sigma_min, mcsh_order, ...) plus dataset paths: train (required), val (else split off "
-            "train with val_fraction), test (optional), data_fraction, cache_dir, output, and how the data are "
+            "train with val_fraction), test (optional), data_fraction, cache_dir (fingerprint cache) and "
+            "cache_max_gb (its size limit in GB), output, and how the data are "
             "held: data_mode (auto/memory/stream), shard_dir, featurize_workers, shard_size, data_memory_gb. Writes "
             "OUTPUT/model.npz and OUTPUT/record.json (learning curve, test errors beside the trivial baselines) "
             "and prints them. 'preset = \"amptorch\"' starts from AMPTorch's exact settings."
@@ -109,6 +110,19 @@ def _handler(args) -> int:
         config = config_from_hyperparameters(TrainConfig(), settings)
     except ConfigError as exc:
         raise ConfigError(f"run file {run_path}: {exc}") from None
+    cache = path_of("cache_dir")
+    if data.get("cache_max_gb") is not None:
+        from mfbo.fingerprints._store import check_max_gb
+
+        try:
+            check_max_gb(data["cache_max_gb"], "cache_max_gb")
+        except ConfigError as exc:
+            raise ConfigError(f"run file {run_path}: {exc}") from None
+        if cache is None:
+            raise ConfigError(
+                f"run file {run_path}: cache_max_gb limits the fingerprint cache, which is used only with "
+                "cache_dir; add cache_dir or remove cache_max_gb"
+            )
     data_fraction = args.data_fraction if args.data_fraction is not None else float(data.get("data_fraction", 1.0))
     output = Path(args.output) if args.output else (path_of("output") or Path.cwd() / f"{run_path.stem}-run")
     try:
@@ -119,7 +133,6 @@ def _handler(args) -> int:
     except OSError as exc:
         raise ConfigError(f"cannot write to output directory {output}: {exc}") from None
 
-    cache = path_of("cache_dir")
     from mfbo.training._featurize import gmp_params_of
     from mfbo.training._images import open_images
     from mfbo.training._source import DataOptions, resolve_data_mode
@@ -130,6 +143,10 @@ def _handler(args) -> int:
         raise ConfigError(f"run file {run_path}: {exc}") from None
     pool = open_images(path_of("train"))
     val = open_images(path_of("val")) if data.get("val") is not None else pool
+    if cache is not None:
+        from mfbo.fingerprints import FingerprintCache
+
+        cache = FingerprintCache(cache, max_gb=data.get("cache_max_gb"))
     mode = resolve_data_mode(data_options, pool, val, gmp_params_of(config), config.get_forces, cache)
     if mode == "memory":
         pool = load_images(path_of("train"), require_forces=config.get_forces)
