@@ -26,7 +26,7 @@ def register(subparsers) -> None:
     d.add_argument("--max-images", type=int, default=200, help="random subsample of at most N images (200)")
     d.add_argument("--seed", type=int, default=0, help="seed of the subsample (0)")
     d.add_argument("--r-max", type=float, default=8.0, help="neighbour-list radius in Å (8)")
-    d.add_argument("--max-features", type=int, default=64, help="cap on the fingerprint length (64)")
+    d.add_argument("--max-features", type=int, default=96, help="cap on the fingerprint length (96)")
     d.add_argument("--max-epochs", type=int, default=100, help="epoch fidelity upper bound and target (100)")
     d.set_defaults(func=_derive)
 

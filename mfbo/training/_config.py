@@ -1,11 +1,13 @@
 """TrainConfig: every knob of one SingleNN training run, presets, and the hyperparameter mapping.
 
 The defaults are chosen for the potential they give, measured on the mlearn Si/Mo and OC20 data
-(``analysis/bench_potential_quality.py``): no batch norm (batch statistics of bulk cells whose atoms
-are all equivalent are degenerate), a 2 x 64 tanh network, small batches (8 images), a force term
-weighted 0.1 (forces carry 3N labels per image against one energy), Adam at 5e-3 with a cosine
-schedule and warm-up, and the weights of the best validation epoch kept. On the mlearn Si test set,
-100 epochs of these give 8.5 meV/atom and 0.130 eV/Å (the released NNP: 5.6 and 0.11).
+(``analysis/bench_potential_quality.py``): GMP fingerprints with MCSH orders 0-4 at 8 widths
+(gmpordernorm, 40 features; AMPTorch's seed of orders 0-2 at 5 widths leaves Mo underfitted), no
+batch norm (batch statistics of bulk cells whose atoms are all equivalent are degenerate), a 2 x 64
+tanh network, small batches (8 images), a force term weighted 0.1 (forces carry 3N labels per image
+against one energy), Adam at 5e-3 with a cosine schedule and warm-up, and the weights of the best
+validation epoch kept. On the mlearn Si test set, 100 epochs of these give 9.0 meV/atom and
+0.100 eV/Å (the released NNP: 5.6 and 0.11).
 AMPTorch's exact seed configuration is the preset ``"amptorch"`` (:func:`preset`), used to transfer
 a configuration to AMPTorch.
 """
@@ -27,6 +29,7 @@ __all__ = [
     "TrainConfig",
     "config_from_hyperparameters",
     "default_fp_params",
+    "amptorch_seed_fp_params",
     "make_sigmas",
     "preset",
     "PRESETS",
@@ -34,7 +37,14 @@ __all__ = [
     "NETWORK_HYPERPARAMETERS",
 ]
 
+# AMPTorch's seed probe widths (Å), the fingerprints of the "amptorch" preset.
 SEED_SIGMAS = (0.2, 0.69, 1.1, 1.66, 2.66)
+# mfbo's default probe widths (Å): 8 linearly spaced from 0.3 to 3.0, with MCSH orders 0-4
+# order-normalised (40 features). On the mlearn Mo test set they cut the errors of 100 default
+# epochs from 44.6 meV/atom and 0.255 eV/Å to 16.6 and 0.173 against AMPTorch's seed (orders 0-2,
+# the 5 widths above); see docs/training.md for Si and OC20.
+# (Rounded as make_sigmas rounds, so a study proposing the same widths hits the same cache entries.)
+DEFAULT_SIGMAS = tuple(round(0.3 + 2.7 * k / 7, 10) for k in range(8))
 
 ACTIVATIONS = ("tanh", "silu", "gelu", "softplus")
 LOSSES = ("mse", "mae", "huber")
@@ -80,10 +90,17 @@ def _gmp_mcshs(max_order: int, sigmas: list[float]) -> dict:
 
 
 def default_fp_params() -> dict:
-    """AMPTorch's seed GMP parameters (reference set ``a_gmp_seed_c8``, 20 features).
+    """mfbo's default GMP parameters (``gmpordernorm``): MCSH orders 0-4 at :data:`DEFAULT_SIGMAS`,
+    cutoff 8 Å, 40 features per atom.
 
     ``atom_gaussians`` is omitted: the engine then uses the bundled valence densities.
     """
+    return {"MCSHs": {"orders": list(range(5)), "sigmas": list(DEFAULT_SIGMAS)}, "cutoff": 8.0}
+
+
+def amptorch_seed_fp_params() -> dict:
+    """AMPTorch's seed GMP parameters (``gmp``, reference set ``a_gmp_seed_c8``, 20 features):
+    every group of MCSH orders 0-2 at :data:`SEED_SIGMAS`, cutoff 8 Å."""
     return {"MCSHs": _gmp_mcshs(2, list(SEED_SIGMAS)), "cutoff": 8.0}
 
 
@@ -92,7 +109,7 @@ class TrainConfig:
     """One SingleNN training run (defaults: the measured best general settings; see module doc).
 
     Fingerprints:
-        fp_scheme: "gmp" or "gmpordernorm".
+        fp_scheme: "gmp" or "gmpordernorm"; None (default) reads it off ``fp_params``' layout.
         fp_params: AMPTorch ``fp_params`` layout (``MCSHs``, ``cutoff`` in Å, optional
             ``atom_gaussians`` element -> .g path, ``solid_harmonics``).
     Network (AMPTorch SingleNN: one MLP shared by all elements):
@@ -145,7 +162,7 @@ class TrainConfig:
         eval_batch_size: images per batch when evaluating validation/test sets.
     """
 
-    fp_scheme: str = "gmp"
+    fp_scheme: str | None = None
     fp_params: dict = field(default_factory=default_fp_params)
     num_layers: int = 2
     num_nodes: int = 64
@@ -183,6 +200,9 @@ class TrainConfig:
     eval_batch_size: int = 64
 
     def __post_init__(self):
+        if self.fp_scheme is None and isinstance(self.fp_params, Mapping):
+            # Read off the layout, so AMPTorch-style gmp fp_params work without naming the scheme.
+            self.fp_scheme = _scheme_of_layout(self.fp_params)
         self.validate()
 
     # ------------------------------------------------------------------ checks
@@ -205,6 +225,12 @@ class TrainConfig:
         choice("batchnorm_stats", BATCHNORM_STATS)
         if not isinstance(self.fp_params, Mapping) or "MCSHs" not in self.fp_params:
             raise ConfigError("TrainConfig.fp_params must be AMPTorch's fp_params dict with an 'MCSHs' entry")
+        if _scheme_of_layout(self.fp_params) != self.fp_scheme:
+            raise ConfigError(
+                f"TrainConfig.fp_scheme={self.fp_scheme!r} does not match fp_params['MCSHs']: gmpordernorm takes "
+                "{'orders': [...], 'sigmas': [...]}, gmp {'0': {'groups': [...], 'sigmas': [...]}, ...}; "
+                "change one, or leave fp_scheme out to read it off the layout"
+            )
         for name in (
             "num_layers",
             "num_nodes",
@@ -287,6 +313,8 @@ class TrainConfig:
 # Configurations meant for AMPTorch start from it (``mfbo export --format amptorch`` maps the rest).
 PRESETS: dict[str, dict[str, Any]] = {
     "amptorch": {
+        "fp_scheme": "gmp",
+        "fp_params": amptorch_seed_fp_params(),
         "num_layers": 3,
         "num_nodes": 10,
         "activation": "tanh",
@@ -348,6 +376,18 @@ def _max_order_of(fp_params: Mapping, fp_scheme: str) -> int:
     return int(max(int(o) for o in mcshs))
 
 
+def _scheme_of_layout(fp_params: Mapping) -> str:
+    """"gmpordernorm" for ``MCSHs = {"orders": ..., "sigmas": ...}``, else "gmp"."""
+    mcshs = fp_params.get("MCSHs") if isinstance(fp_params, Mapping) else None
+    return "gmpordernorm" if isinstance(mcshs, Mapping) and "orders" in mcshs else "gmp"
+
+
+def _spacing_of(sigmas: list[float]) -> str:
+    """"linear" when the widths are evenly spaced, else "log" (the spacing a partial change keeps)."""
+    steps = np.diff(np.asarray(sigmas, dtype=float))
+    return "linear" if len(steps) > 1 and np.allclose(steps, steps[0], rtol=1e-6) else "log"
+
+
 def make_sigmas(sigma_min: float, sigma_max: float, n_sigmas: int, spacing: str) -> list[float]:
     """``n_sigmas`` probe widths (A) from sigma_min to sigma_max, log- or linearly spaced."""
     if not (sigma_min > 0 and sigma_max > 0):
@@ -380,7 +420,8 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
             ``batch_size``, ``scheduler``, ``scheduler_gamma``, ``scheduler_step_size``,
             ``warmup_epochs``, ``loss``; ``preset`` (a :data:`PRESETS` name) replaces ``base``. Any other
             TrainConfig field name is accepted as well. GMP names left out keep the base's values
-            (sigma range and count are read off the base's sigmas; ``sigma_spacing`` defaults to "log").
+            (sigma range and count are read off the base's sigmas; ``sigma_spacing`` defaults to the
+            base's: "linear" when its widths are evenly spaced, else "log").
 
     Returns:
         A new, validated TrainConfig.
@@ -414,9 +455,10 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
     gmp_given = {k: params[k] for k in GMP_HYPERPARAMETERS if k in params}
     if "fp_params" in params:
         d["fp_params"] = copy.deepcopy(dict(params["fp_params"]))
+        d["fp_scheme"] = None  # read off the given layout (TrainConfig.__post_init__)
     if gmp_given:
-        old_scheme = base.fp_scheme
         old = dict(d["fp_params"])
+        old_scheme = _scheme_of_layout(old)
         scheme = str(gmp_given.get("fp_scheme", old_scheme))
         if scheme not in FP_SCHEMES:
             raise ConfigError(f"fp_scheme={scheme!r} is not one of {list(FP_SCHEMES)}")
@@ -429,7 +471,7 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
                 float(gmp_given.get("sigma_min", min(sigmas))),
                 float(gmp_given.get("sigma_max", max(sigmas))),
                 int(n_raw),
-                str(gmp_given.get("sigma_spacing", "log")),
+                str(gmp_given.get("sigma_spacing", _spacing_of(sigmas))),
             )
         max_order = int(gmp_given.get("mcsh_order", _max_order_of(old, old_scheme)))
         if not 0 <= max_order <= 4:

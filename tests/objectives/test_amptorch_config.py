@@ -202,7 +202,7 @@ def test_export_mode_json_round_trip_and_explicit_atom_gaussians(tmp_path):
 def test_bad_settings_raise_clear_errors():
     with pytest.raises(ConfigError, match="feature_scaling"):
         build_amptorch_config({}, TrainConfig(feature_scaling="none"), raw_data="x.traj")
-    no_cutoff = {"MCSHs": {"0": {"groups": [1], "sigmas": [1.0]}}}
+    no_cutoff = {"MCSHs": {"orders": [0], "sigmas": [1.0]}}
     with pytest.raises(ConfigError, match="cutoff"):
         build_amptorch_config({}, {**TrainConfig().to_dict(), "fp_params": no_cutoff}, raw_data="x.traj")
     with pytest.raises(ConfigError, match="val_images"):

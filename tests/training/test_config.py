@@ -11,6 +11,7 @@ def test_amptorch_preset_is_the_seed_configuration():
     from mfbo.training import preset
 
     c = preset("amptorch")
+    assert c.fp_scheme == "gmp" and c.feature_scaling == "normalize"
     assert (c.num_layers, c.num_nodes, c.activation, c.batchnorm) == (3, 10, "tanh", True)
     assert (c.lr, c.batch_size, c.force_coefficient, c.loss) == (1e-3, 16, 0.01, "mse")
     assert (c.scheduler, c.warmup_epochs, c.keep_best, c.target_scaling) == ("none", 0, False, "amptorch")
@@ -32,6 +33,19 @@ def test_defaults_train_for_accuracy():
     # No batch norm (degenerate on bulk cells), a schedule, and the best validation epoch kept.
     assert c.batchnorm is False and c.keep_best is True and c.scheduler == "cosine"
     assert c.force_coefficient >= 0.03 and c.target_scaling == "per_element" and c.dtype == "float64"
+
+
+def test_default_fingerprints_are_orders_0_to_4_at_8_linear_widths():
+    from mfbo.fingerprints import GMPParams
+
+    c = TrainConfig()
+    assert c.fp_scheme == "gmpordernorm" and c.feature_scaling == "normalize"
+    assert c.fp_params["MCSHs"]["orders"] == [0, 1, 2, 3, 4] and c.fp_params["cutoff"] == 8.0
+    assert c.fp_params["MCSHs"]["sigmas"] == make_sigmas(0.3, 3.0, 8, "linear")
+    assert GMPParams.from_fp_params(c.fp_params, fp_scheme=c.fp_scheme).n_features == 40
+    # A partial change of the widths keeps the base's (linear) spacing.
+    moved = config_from_hyperparameters(c, {"sigma_min": 0.4})
+    assert moved.fp_params["MCSHs"]["sigmas"] == make_sigmas(0.4, 3.0, 8, "linear")
 
 
 def test_dict_round_trip_and_unknown_field():
@@ -56,7 +70,8 @@ def test_invalid_fields_name_the_field(field, value):
 def test_gmp_hyperparameters_map_to_amptorch_layout():
     c = config_from_hyperparameters(
         TrainConfig(),
-        {"sigma_min": 0.25, "sigma_max": 2.0, "n_sigmas": 4, "sigma_spacing": "log", "mcsh_order": 3,
+        {"fp_scheme": "gmp", "sigma_min": 0.25, "sigma_max": 2.0, "n_sigmas": 4, "sigma_spacing": "log",
+         "mcsh_order": 3,
          "cutoff": 6.0, "num_layers": np.int64(2), "lr": np.float64(0.01), "batchnorm": 0},
     )
     mcshs = c.fp_params["MCSHs"]
@@ -68,7 +83,9 @@ def test_gmp_hyperparameters_map_to_amptorch_layout():
 
 
 def test_gmpordernorm_and_partial_updates_keep_base_values():
-    base = TrainConfig()
+    from mfbo.training import preset
+
+    base = preset("amptorch")  # gmp, orders 0-2 at AMPTorch's seed widths
     c = config_from_hyperparameters(base, {"fp_scheme": "gmpordernorm", "solid_harmonics": True, "n_sigmas": 3})
     assert c.fp_scheme == "gmpordernorm"
     assert c.fp_params["MCSHs"]["orders"] == [0, 1, 2]
@@ -91,3 +108,13 @@ def test_linear_sigmas_and_bad_hyperparameters():
         config_from_hyperparameters(TrainConfig(), {"mcsh_order": 7})
     with pytest.raises(ConfigError, match="activation"):
         config_from_hyperparameters(TrainConfig(), {"activation": "sigmoid"})
+
+
+def test_fp_scheme_is_read_off_the_fp_params_layout():
+    from mfbo.training import amptorch_seed_fp_params, default_fp_params
+
+    assert TrainConfig(fp_params=amptorch_seed_fp_params()).fp_scheme == "gmp"
+    assert TrainConfig(fp_params=default_fp_params()).fp_scheme == "gmpordernorm"
+    assert TrainConfig.from_dict(TrainConfig().to_dict()) == TrainConfig()
+    with pytest.raises(ConfigError, match="fp_scheme='gmp' does not match"):
+        TrainConfig(fp_scheme="gmp")
