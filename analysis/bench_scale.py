@@ -18,6 +18,8 @@ What it measures, each in a fresh child process (``mfbo train``; peak RSS from `
    start-up, about 2 s for importing torch, is included), alternating, ``--feat-repeats`` times.
    Printed: images/s, the speed-up (target >= 1.8x), CPU seconds of all processes, cores busy
    (CPU seconds over wall seconds) and the 1-minute load average sampled every second meanwhile.
+   Then a spawned worker's own cost: seconds until it reports ready, and the CPU seconds of its
+   first shards.
 2. Stored against recomputed Jacobians: seconds per image to read a batch's Jacobians from the shards
    against recomputing them (``featurize_many`` with derivatives) for the same batch.
 3. The whole file featurised into shards once (2 processes), then for each size a 1-epoch
@@ -190,6 +192,49 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int =
     return out
 
 
+def _cpu_now() -> float:
+    """User + system CPU seconds of the calling process (run in a worker)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def worker_startup(path: Path, workdir: Path, shards: int = 6, shard_size: int = 32) -> dict:
+    """What a spawned featurisation worker costs: wall and CPU seconds until it reports ready, then
+    the CPU seconds of each of its first ``shards`` shards (the first one pays the lazy set-up)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mfbo.training import TrainConfig
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._shards import _init_worker, _worker_ready, _worker_write
+
+    target = workdir / "startup-shards"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir()
+    params = gmp_params_of(TrainConfig())
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(str(path), params, True, True)) as pool:
+        pool.submit(_worker_ready).result()
+        ready_s = time.perf_counter() - t0
+        ready_cpu = pool.submit(_cpu_now).result()
+        per_shard = []
+        for k in range(shards):
+            c0 = pool.submit(_cpu_now).result()
+            pool.submit(_worker_write, k * shard_size, (k + 1) * shard_size, str(target / f"shard-{k:05d}")).result()
+            per_shard.append(pool.submit(_cpu_now).result() - c0)
+    later = float(np.median(per_shard[1:]))
+    out = {"ready_wall_s": ready_s, "ready_cpu_s": ready_cpu, "shard_cpu_s": per_shard, "shard_size": shard_size,
+           "first_shard_extra_cpu_s": per_shard[0] - later, "load_average": os.getloadavg()}
+    print(f"a spawned worker: ready after {ready_s:.2f} s wall, {ready_cpu:.2f} CPU s; shards of {shard_size} "
+          f"images: {', '.join(f'{c:.2f}' for c in per_shard)} CPU s (first one {per_shard[0] - later:.2f} s above "
+          f"the median of the rest)", flush=True)
+    return out
+
+
 def jacobian_read_vs_recompute(path: Path, store_dir: Path, batches: int = 8, batch: int = 16) -> dict:
     """Seconds per image: read a batch's Jacobians from shards against recomputing them."""
     import torch
@@ -258,6 +303,7 @@ def main(argv: list[str] | None = None) -> int:
 
     report["featurisation"] = featurisation_speed(data, args.feat_images, workdir, args.feat_repeats,
                                                   args.feat_shard_size)
+    report["worker_startup"] = worker_startup(workdir / "feat.traj", workdir, shard_size=args.feat_shard_size)
     if args.only_featurisation:
         if args.out:
             Path(args.out).parent.mkdir(parents=True, exist_ok=True)

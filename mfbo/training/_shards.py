@@ -302,8 +302,9 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
     spawned ones, all taking the next shard from one queue when they finish their last.
 
     This process starts featurising at once, with one torch thread (restored afterwards); each
-    spawned worker takes shards only once it has started (importing torch, about 2 s), so no shard
-    waits on a starting process, and a file featurised before the workers are up never uses them.
+    spawned worker takes shards only once it has started (importing torch: 1.5 s on a 2-core
+    machine), so no shard waits on a starting process, and a file featurised before the workers
+    are up never uses them.
     One thread per worker hands it a shard at a time and waits for it.
     """
     import multiprocessing
@@ -317,7 +318,8 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
     queue = deque(tasks)
     lock = threading.Condition()
     state = {"stop": False, "in_flight": 0, "ready": 0}
-    errors: list[BaseException] = []
+    errors: list[BaseException] = []  # of shards
+    start_errors: list[BaseException] = []  # of workers that could not start
 
     def take():
         with lock:
@@ -341,7 +343,7 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
             ready.result()
         except BaseException as exc:  # the worker could not start
             with lock:
-                errors.append(exc)
+                start_errors.append(exc)
                 state["stop"] = True
                 lock.notify_all()
             return
@@ -386,6 +388,8 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
     finally:
         pool.shutdown(wait=waited, cancel_futures=True)
         torch.set_num_threads(threads_before)
+    if start_errors and not errors and queue:
+        errors = start_errors  # shards are left: the worker is needed (once all are done, it is not)
     if errors:
         exc = errors[0]
         if isinstance(exc, BrokenProcessPool):
