@@ -17,7 +17,9 @@ What it measures, each in a fresh child process (``mfbo train``; peak RSS from `
    parent and one spawned worker, one thread each, taking shards from one queue; the worker's
    start-up, about 2 s for importing torch, is included), alternating, ``--feat-repeats`` times.
    Printed: images/s, the speed-up (target >= 1.8x), CPU seconds of all processes, cores busy
-   (CPU seconds over wall seconds) and the 1-minute load average sampled every second meanwhile.
+   (CPU seconds over wall seconds), the 1-minute load average sampled every second meanwhile, and
+   (every 50 ms, from /proc) how often the caller and its worker were both runnable: on a loaded
+   machine the load decides the wall time, this fraction shows whether the two had work side by side.
    Then a spawned worker's own cost: seconds until it reports ready, and the CPU seconds of its
    first shards.
 2. Stored against recomputed Jacobians: seconds per image to read a batch's Jacobians from the shards
@@ -138,6 +140,63 @@ class _LoadSampler:
         return {"mean": float(np.mean(self.samples)), "max": float(np.max(self.samples)), "n": len(self.samples)}
 
 
+class _RunnableSampler:
+    """Every ``every`` seconds, whether this process's main thread and each of its spawned worker
+    processes are runnable (state R: running or waiting for a CPU), read from /proc (Linux)."""
+
+    def __init__(self, every: float = 0.05):
+        import threading
+
+        self.samples: list[tuple[bool, list[bool]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    @staticmethod
+    def _state(stat_path: str) -> str | None:
+        try:
+            text = Path(stat_path).read_text()
+        except OSError:
+            return None
+        return text[text.rindex(")") + 2]
+
+    def _run(self, every: float) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            workers = []
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    text = Path(f"/proc/{entry}/stat").read_text()
+                    if int(text[text.rindex(")") + 2 :].split()[1]) != me:
+                        continue
+                    if b"spawn_main" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        continue  # the resource tracker
+                except (OSError, ValueError):
+                    continue
+                workers.append(text[text.rindex(")") + 2] == "R")
+            self.samples.append((self._state(f"/proc/{me}/task/{me}/stat") == "R", workers))
+            self._stop.wait(every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        n = max(len(self.samples), 1)
+        with_worker = [(m, w) for m, w in self.samples if w]
+        return {
+            "samples": len(self.samples),
+            "caller_runnable": sum(m for m, _ in self.samples) / n,
+            "worker_alive": len(with_worker) / n,
+            "both_runnable": sum(1 for m, w in with_worker if m and any(w)) / n,
+        }
+
+
 def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int = 1, shard_size: int = 32) -> dict:
     """Images/s into shards with 1 process against 2 (this one and a spawned worker), the first
     ``n_images`` of ``path``, each measured ``repeats`` times, alternating."""
@@ -162,7 +221,7 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int =
             target = workdir / f"feat-shards-{workers}"
             if target.exists():
                 shutil.rmtree(target)  # measure a cold featurisation, not a resumed one
-            with _LoadSampler() as load:
+            with _LoadSampler() as load, _RunnableSampler() as runnable:
                 t0 = time.perf_counter()
                 cpu0 = _cpu_seconds()
                 build_shards(images, params, target, derivatives=True, require_forces=True,
@@ -171,12 +230,16 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int =
                 cpu = _cpu_seconds() - cpu0
             row = {"seconds": dt, "images_per_s": n_images / dt, "cpu_seconds": cpu,
                    # CPU seconds of all processes over wall seconds: 1 = one core busy throughout.
-                   "cores_busy": cpu / dt, "load_average_1min": load.summary()}
+                   "cores_busy": cpu / dt, "load_average_1min": load.summary(),
+                   # Fractions of the run: whether the processes had work (a CPU or not), not whether
+                   # they got a CPU; on a loaded machine "runnable" includes waiting for one.
+                   "runnable": runnable.summary()}
             out[f"workers_{workers}"].append(row)
             print(f"featurisation, {workers} process(es), repeat {r + 1}: {n_images} images in {dt:.1f} s = "
                   f"{n_images / dt:.1f} img/s, {cpu:.1f} CPU s (this process and its worker), {cpu / dt:.2f} cores "
-                  f"busy; 1-min load average {load.summary()['mean']:.2f} (max {load.summary()['max']:.2f})",
-                  flush=True)
+                  f"busy; 1-min load average {load.summary()['mean']:.2f} (max {load.summary()['max']:.2f})"
+                  + (f"; both processes runnable {row['runnable']['both_runnable']:.0%} of the run"
+                     if workers > 1 else ""), flush=True)
     speedups = [b["images_per_s"] / a["images_per_s"] for a, b in zip(out["workers_1"], out["workers_2"])]
     cpu_ratio = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(out["workers_1"], out["workers_2"])]
     out["speedup_2_vs_1"] = speedups

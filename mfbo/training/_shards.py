@@ -302,9 +302,9 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
     spawned ones, all taking the next shard from one queue when they finish their last.
 
     This process starts featurising at once, with one torch thread (restored afterwards); each
-    spawned worker takes shards only once it has started (importing torch: 1.5 s on a 2-core
-    machine), so no shard waits on a starting process, and a file featurised before the workers
-    are up never uses them.
+    spawned worker takes shards only once it has started (importing torch: 1-2 s of wall time on a
+    2-core machine), so no shard waits on a starting process, and a file featurised before the
+    workers are up never uses them.
     One thread per worker hands it a shard at a time and waits for it.
     """
     import multiprocessing
