@@ -174,3 +174,33 @@ def test_a_worker_that_cannot_start_gives_a_clear_error(tmp_path, oc20_eleven):
                           timeout=300)
     assert proc.returncode != 0
     assert "TrainingError: a featurisation worker process died or could not start" in proc.stderr, proc.stderr
+
+
+def test_a_bad_image_stops_the_shared_featurisation_with_its_name(tmp_path, oc20_eleven, params, monkeypatch):
+    """workers=2: whichever process meets the image without an energy, the error names the file and
+    image; the other shards are complete or absent, none half-written."""
+    import time
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    import mfbo.training._shards as shards
+
+    images = [a.copy() for a in oc20_eleven]
+    for a, b in zip(images, oc20_eleven):
+        a.calc = SinglePointCalculator(a, energy=b.get_potential_energy(), forces=b.get_forces())
+    images[9].calc = SinglePointCalculator(images[9], forces=oc20_eleven[9].get_forces())
+    write(tmp_path / "bad.traj", images)
+    real = shards._featurize
+
+    def slow(*args):  # this process slower than its worker, so both meet shards
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(shards, "_featurize", slow)
+    with pytest.raises(DataError, match=r"bad\.traj: image 9 has no energy"):
+        build_shards(open_images(tmp_path / "bad.traj"), params, tmp_path / "s", derivatives=True, shard_size=1,
+                     workers=2)
+    store = next((tmp_path / "s").glob("*/*-jac"))
+    assert not list(store.glob(".tmp-*"))
+    assert all((p / "features.npy").is_file() for p in store.glob("shard-*"))
+    assert not (store / "shard-00009").exists()
