@@ -1,6 +1,8 @@
 """Training on OC20-scale data in bounded memory: peak RSS, featurisation and epoch throughput.
 
     PYTHONUNBUFFERED=1 python analysis/bench_scale.py --sizes 1000 2000 5000 --out analysis/scale_results/cpu.json
+    PYTHONUNBUFFERED=1 python analysis/bench_scale.py --only-featurisation --sizes 1024 --feat-images 1024 \
+        --feat-repeats 3 --out analysis/scale_results/featurisation.json
 
 OC20-like data are made from the bundled 569-image OC20 pool: image k is pool image k mod 569 with every
 atom displaced by a Gaussian of ``--rattle`` Å (0.02) per component, labels (energy, forces, FixAtoms)
@@ -10,9 +12,16 @@ Default TrainConfig (forces on, 20 GMP features, float64), one torch thread ever
 
 What it measures, each in a fresh child process (``mfbo train``; peak RSS from ``wait4``):
 
-1. Featurisation throughput of ``--feat-images`` images with Jacobians into shards: 1 process (in the
-   parent, one torch thread) against 2 worker processes (spawned, one thread each; their start-up, about
-   2 s each for importing torch, is included). Printed: images/s and the speed-up (target >= 1.8x).
+1. Featurisation throughput of ``--feat-images`` images with Jacobians into shards of
+   ``--feat-shard-size`` images: 1 process (the parent, one torch thread) against 2 processes (the
+   parent and one spawned worker, one thread each, taking shards from one queue; the worker's
+   start-up, about 2 s for importing torch, is included), alternating, ``--feat-repeats`` times.
+   Printed: images/s, the speed-up (target >= 1.8x), CPU seconds of all processes, cores busy
+   (CPU seconds over wall seconds), the 1-minute load average sampled every second meanwhile, and
+   (every 50 ms, from /proc) how often the caller and its worker were both runnable: on a loaded
+   machine the load decides the wall time, this fraction shows whether the two had work side by side.
+   Then a spawned worker's own cost: seconds until it reports ready, and the CPU seconds of its
+   first shards.
 2. Stored against recomputed Jacobians: seconds per image to read a batch's Jacobians from the shards
    against recomputing them (``featurize_many`` with derivatives) for the same batch.
 3. The whole file featurised into shards once (2 processes), then for each size a 1-epoch
@@ -103,8 +112,94 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def featurisation_speed(path: Path, n_images: int, workdir: Path) -> dict:
-    """Images/s into shards with 1 process against 2 processes (the first ``n_images`` of ``path``)."""
+class _LoadSampler:
+    """The 1-minute load average, read from /proc/loadavg every ``every`` seconds in a thread."""
+
+    def __init__(self, every: float = 1.0):
+        import threading
+
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    def _run(self, every: float) -> None:
+        while True:
+            self.samples.append(os.getloadavg()[0])
+            if self._stop.wait(every):
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        return {"mean": float(np.mean(self.samples)), "max": float(np.max(self.samples)), "n": len(self.samples)}
+
+
+class _RunnableSampler:
+    """Every ``every`` seconds, whether this process's main thread and each of its spawned worker
+    processes are runnable (state R: running or waiting for a CPU), read from /proc (Linux)."""
+
+    def __init__(self, every: float = 0.05):
+        import threading
+
+        self.samples: list[tuple[bool, list[bool]]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+
+    @staticmethod
+    def _state(stat_path: str) -> str | None:
+        try:
+            text = Path(stat_path).read_text()
+        except OSError:
+            return None
+        return text[text.rindex(")") + 2]
+
+    def _run(self, every: float) -> None:
+        me = os.getpid()
+        while not self._stop.is_set():
+            workers = []
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit():
+                    continue
+                try:
+                    text = Path(f"/proc/{entry}/stat").read_text()
+                    if int(text[text.rindex(")") + 2 :].split()[1]) != me:
+                        continue
+                    if b"spawn_main" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                        continue  # the resource tracker
+                except (OSError, ValueError):
+                    continue
+                workers.append(text[text.rindex(")") + 2] == "R")
+            self.samples.append((self._state(f"/proc/{me}/task/{me}/stat") == "R", workers))
+            self._stop.wait(every)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict:
+        n = max(len(self.samples), 1)
+        with_worker = [(m, w) for m, w in self.samples if w]
+        return {
+            "samples": len(self.samples),
+            "caller_runnable": sum(m for m, _ in self.samples) / n,
+            "worker_alive": len(with_worker) / n,
+            "both_runnable": sum(1 for m, w in with_worker if m and any(w)) / n,
+        }
+
+
+def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int = 1, shard_size: int = 32) -> dict:
+    """Images/s into shards with 1 process against 2 (this one and a spawned worker), the first
+    ``n_images`` of ``path``, each measured ``repeats`` times, alternating."""
     import torch
     from ase.io import Trajectory, read
 
@@ -118,28 +213,88 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path) -> dict:
             traj.write(atoms)
     params = gmp_params_of(TrainConfig())
     images = open_images(sub)
-    out = {"n_images": n_images, "load_average_before": os.getloadavg()}
+    out: dict = {"n_images": n_images, "shard_size": shard_size, "repeats": repeats,
+                 "load_average_before": os.getloadavg(), "workers_1": [], "workers_2": []}
     torch.set_num_threads(1)
-    for workers in (1, 2):
-        target = workdir / f"feat-shards-{workers}"
-        if target.exists():
-            shutil.rmtree(target)  # measure a cold featurisation, not a resumed one
-        t0 = time.perf_counter()
-        cpu0 = _cpu_seconds()
-        build_shards(images, params, target, derivatives=True, require_forces=True,
-                     workers=workers, shard_size=32)
-        dt = time.perf_counter() - t0
-        cpu = _cpu_seconds() - cpu0
-        out[f"workers_{workers}"] = {"seconds": dt, "images_per_s": n_images / dt, "cpu_seconds": cpu,
-                                     "load_average_after": os.getloadavg()}
-        print(f"featurisation, {workers} process(es): {n_images} images in {dt:.1f} s = {n_images / dt:.1f} img/s, "
-              f"{cpu:.1f} CPU s (this process and its workers)", flush=True)
-    out["speedup_2_vs_1"] = out["workers_2"]["images_per_s"] / out["workers_1"]["images_per_s"]
-    # What 2 free cores would give: the work (CPU seconds) of one process over that of two, times two.
-    out["cpu_efficiency_2_vs_1"] = out["workers_1"]["cpu_seconds"] / out["workers_2"]["cpu_seconds"]
-    print(f"  2 processes / 1 process: {out['speedup_2_vs_1']:.2f}x wall (target >= 1.8x); CPU seconds 1 / 2 "
-          f"processes {out['cpu_efficiency_2_vs_1']:.2f} (2 idle cores would give about "
-          f"{2 * out['cpu_efficiency_2_vs_1']:.2f}x)", flush=True)
+    for r in range(repeats):
+        for workers in (1, 2):
+            target = workdir / f"feat-shards-{workers}"
+            if target.exists():
+                shutil.rmtree(target)  # measure a cold featurisation, not a resumed one
+            with _LoadSampler() as load, _RunnableSampler() as runnable:
+                t0 = time.perf_counter()
+                cpu0 = _cpu_seconds()
+                build_shards(images, params, target, derivatives=True, require_forces=True,
+                             workers=workers, shard_size=shard_size)
+                dt = time.perf_counter() - t0
+                cpu = _cpu_seconds() - cpu0
+            row = {"seconds": dt, "images_per_s": n_images / dt, "cpu_seconds": cpu,
+                   # CPU seconds of all processes over wall seconds: 1 = one core busy throughout.
+                   "cores_busy": cpu / dt, "load_average_1min": load.summary(),
+                   # Fractions of the run: whether the processes had work (a CPU or not), not whether
+                   # they got a CPU; on a loaded machine "runnable" includes waiting for one.
+                   "runnable": runnable.summary()}
+            out[f"workers_{workers}"].append(row)
+            print(f"featurisation, {workers} process(es), repeat {r + 1}: {n_images} images in {dt:.1f} s = "
+                  f"{n_images / dt:.1f} img/s, {cpu:.1f} CPU s (this process and its worker), {cpu / dt:.2f} cores "
+                  f"busy; 1-min load average {load.summary()['mean']:.2f} (max {load.summary()['max']:.2f})"
+                  + (f"; both processes runnable {row['runnable']['both_runnable']:.0%} of the run"
+                     if workers > 1 else ""), flush=True)
+    speedups = [b["images_per_s"] / a["images_per_s"] for a, b in zip(out["workers_1"], out["workers_2"])]
+    cpu_ratio = [a["cpu_seconds"] / b["cpu_seconds"] for a, b in zip(out["workers_1"], out["workers_2"])]
+    out["speedup_2_vs_1"] = speedups
+    out["speedup_2_vs_1_median"] = float(np.median(speedups))
+    # The work (CPU seconds) of one process over that of two: 1 means the second process adds no work.
+    out["cpu_efficiency_2_vs_1"] = cpu_ratio
+    out["cpu_efficiency_2_vs_1_median"] = float(np.median(cpu_ratio))
+    out["load_average_after"] = os.getloadavg()
+    print(f"  2 processes / 1 process: {out['speedup_2_vs_1_median']:.2f}x wall, median of "
+          f"{', '.join(f'{x:.2f}' for x in speedups)} (target >= 1.8x); CPU seconds 1 / 2 processes "
+          f"{out['cpu_efficiency_2_vs_1_median']:.2f} (2 idle cores would give at most about "
+          f"{2 * out['cpu_efficiency_2_vs_1_median']:.2f}x)", flush=True)
+    return out
+
+
+def _cpu_now() -> float:
+    """User + system CPU seconds of the calling process (run in a worker)."""
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    return own.ru_utime + own.ru_stime
+
+
+def worker_startup(path: Path, workdir: Path, shards: int = 6, shard_size: int = 32) -> dict:
+    """What a spawned featurisation worker costs: wall and CPU seconds until it reports ready, then
+    the CPU seconds of each of its first ``shards`` shards (the first one pays the lazy set-up)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    from mfbo.training import TrainConfig
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._shards import _init_worker, _worker_ready, _worker_write
+
+    target = workdir / "startup-shards"
+    if target.exists():
+        shutil.rmtree(target)
+    target.mkdir()
+    params = gmp_params_of(TrainConfig())
+    t0 = time.perf_counter()
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                             initargs=(str(path), params, True, True)) as pool:
+        pool.submit(_worker_ready).result()
+        ready_s = time.perf_counter() - t0
+        ready_cpu = pool.submit(_cpu_now).result()
+        per_shard = []
+        for k in range(shards):
+            c0 = pool.submit(_cpu_now).result()
+            pool.submit(_worker_write, k * shard_size, (k + 1) * shard_size, str(target / f"shard-{k:05d}")).result()
+            per_shard.append(pool.submit(_cpu_now).result() - c0)
+    later = float(np.median(per_shard[1:]))
+    out = {"ready_wall_s": ready_s, "ready_cpu_s": ready_cpu, "shard_cpu_s": per_shard, "shard_size": shard_size,
+           "first_shard_extra_cpu_s": per_shard[0] - later, "load_average": os.getloadavg()}
+    print(f"a spawned worker: ready after {ready_s:.2f} s wall, {ready_cpu:.2f} CPU s; shards of {shard_size} "
+          f"images: {', '.join(f'{c:.2f}' for c in per_shard)} CPU s (first one {per_shard[0] - later:.2f} s above "
+          f"the median of the rest)", flush=True)
     return out
 
 
@@ -181,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rattle", type=float, default=0.02, help="Gaussian displacement per component (Å)")
     ap.add_argument("--workdir", default=None, help="data and shards (default: a temporary directory, removed)")
     ap.add_argument("--out", default=None, help="write every number to this JSON file")
+    ap.add_argument("--feat-repeats", type=int, default=1, help="repeats of the 1 vs 2 process featurisation")
+    ap.add_argument("--feat-shard-size", type=int, default=32, help="images per shard in the 1 vs 2 process run")
     ap.add_argument("--only-featurisation", action="store_true", help="measure 1 vs 2 processes only")
     args = ap.parse_args(argv)
     import torch
@@ -207,10 +364,16 @@ def main(argv: list[str] | None = None) -> int:
         make_dataset(data, n_file, args.rattle)
         print(f"wrote {n_file} rattled OC20 images to {data} in {time.perf_counter() - t0:.0f} s", flush=True)
 
-    report["featurisation"] = featurisation_speed(data, args.feat_images, workdir)
+    report["featurisation"] = featurisation_speed(data, args.feat_images, workdir, args.feat_repeats,
+                                                  args.feat_shard_size)
+    report["worker_startup"] = worker_startup(workdir / "feat.traj", workdir, shard_size=args.feat_shard_size)
     if args.only_featurisation:
         if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
             Path(args.out).write_text(json.dumps(report, indent=1))
+            print(f"wrote {args.out}")
+        if tmp is not None:
+            tmp.cleanup()
         return 0
 
     shard_dir = workdir / "shards"

@@ -61,6 +61,13 @@ class BuiltinObjective(Objective):
             min(20, half of cache size + free disk)); least recently used entries are removed.
         test: optional test set for :meth:`fit` (never used by ``evaluate``).
         progress: show progress bars.
+        data: how trials hold their data: None (in memory), or a mode string / dict of
+            :class:`mfbo.training._source.DataOptions` fields (``mode`` "auto", "memory" or
+            "stream", ``shard_dir``, ``workers``, ``shard_size``, ``memory_limit_gb``). When a trial
+            streams (``"stream"``, or ``"auto"`` above the memory limit), ``train`` and ``val`` must
+            be file paths: the files are featurised once into shards (under ``shard_dir``, default
+            ``<cache_dir>/shards``, else ``$MFBO_CACHE_DIR/shards`` or ``~/.cache/mfbo/shards``) and
+            each fidelity subset reads its rows from them.
     """
 
     def __init__(
@@ -73,8 +80,10 @@ class BuiltinObjective(Objective):
         test=None,
         progress: bool = False,
         cache_max_gb=None,
+        data=None,
     ):
         from mfbo.training._config import TrainConfig
+        from mfbo.training._source import DataOptions
 
         if base_config is None:
             base_config = TrainConfig()
@@ -91,14 +100,26 @@ class BuiltinObjective(Objective):
 
         self.cache_max_gb = check_max_gb(cache_max_gb, "cache_max_gb")
         self.progress = bool(progress)
+        options = None if data is None else DataOptions.of(data)  # ConfigError on a bad value
+        if options is not None and options.shard_dir is not None:
+            options.shard_dir = str(options.shard_dir)
+        self.data_options = None if options is None else dict(options.__dict__)
         self._loaded = None
+        self._views = None
+        self._modes: dict = {}
         self._cache = None
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_loaded"] = None  # re-read in the worker
+        state["_views"] = None
+        state["_modes"] = {}
         state["_cache"] = None
         return state
+
+    def __setstate__(self, state):
+        state = {"data_options": None, **state, "_views": None, "_modes": {}}
+        self.__dict__.update(state)
 
     # ------------------------------------------------------------------ lazy pieces
     def config(self, params: dict | None = None):
@@ -120,6 +141,53 @@ class BuiltinObjective(Objective):
                 val = load_images(self.val_source, require_forces=base.get_forces)
             self._loaded = (pool, val)
         return self._loaded
+
+    def views(self) -> tuple:
+        """(training pool, validation set) as :func:`mfbo.training.open_images` views of the files
+        (no image read), opened on first use."""
+        if self._views is None:
+            from mfbo.errors import ConfigError
+            from mfbo.training._data import split_train_val
+            from mfbo.training._images import open_images
+
+            for name, source in (("train", self.train_source), ("val", self.val_source)):
+                if source is not None and not isinstance(source, str):
+                    raise ConfigError(f"BuiltinObjective: streamed data read dataset files; {name} must be a file "
+                                      f"path, not {type(source).__name__}")
+            pool = open_images(self.train_source)
+            if self.val_source is None:
+                base = self.config()
+                pool, val = split_train_val(pool, base.val_fraction, base.seed)
+            else:
+                val = open_images(self.val_source)
+            self._views = (pool, val)
+        return self._views
+
+    def _stream_options(self, config):
+        """The DataOptions of a streamed trial with ``config``, or None when it trains in memory
+        (the "auto" choice is made once per fingerprint parameter set)."""
+        if self.data_options is None or self.data_options["mode"] == "memory":
+            return None
+        from dataclasses import replace
+
+        from mfbo.training._featurize import gmp_params_of
+        from mfbo.training._source import DataOptions, resolve_data_mode
+
+        options = DataOptions(**self.data_options)
+        files = all(s is None or isinstance(s, str) for s in (self.train_source, self.val_source))
+        if options.mode == "auto" and not files:
+            return None  # lists of Atoms train in memory
+        params = gmp_params_of(config)
+        key = (params.cache_key(), bool(config.get_forces))
+        if key not in self._modes:
+            pool, val = self.views()
+            self._modes[key] = resolve_data_mode(options, pool, val, params, config.get_forces)
+        if self._modes[key] == "memory":
+            return None
+        shard_dir = options.shard_dir
+        if shard_dir is None and isinstance(self.cache_dir, str):
+            shard_dir = str(Path(self.cache_dir) / "shards")
+        return replace(options, mode="stream", shard_dir=shard_dir)
 
     def fingerprint_cache(self):
         if self._cache is None:
@@ -150,6 +218,7 @@ class BuiltinObjective(Objective):
                 "n_features": result.model.n_features,
                 "timings": result.timings,
                 "train_config": result.config.to_dict(),
+                "data_mode": result.extra.get("data_mode"),
             },
         }
 
@@ -161,10 +230,16 @@ class BuiltinObjective(Objective):
         """
         from mfbo.training._train import train
 
-        pool, val = self.datasets()
+        config = self.config(params)
         test_images = self.test_source if test is None else (None if test is False else test)
+        stream = self._stream_options(config)
+        if stream is not None:
+            pool, val = self.views()
+            kwargs = {**kwargs, "data": stream}
+        else:
+            pool, val = self.datasets()
         return train(
-            self.config(params),
+            config,
             pool,
             val,
             data_fraction=data_fraction,
@@ -182,4 +257,5 @@ class BuiltinObjective(Objective):
             "val": describe_source(self.val_source),
             "metric": self.metric,
             "base_config": self.base_config,
+            "data": self.data_options,
         }

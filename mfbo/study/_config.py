@@ -28,10 +28,16 @@ METRICS = ("val_energy_mae_per_atom", "val_energy_mae", "val_force_mae", "val_fo
 _BUILTIN_BACKENDS = ("builtin", "amptorch")
 _EXECUTORS = ("local", "dask")
 _DASK_CLUSTERS = ("local", "pbs", "slurm")
+# How the builtin objective holds its data (mfbo.training._source.DATA_MODES; the study file's
+# [data] key -> mfbo.training._source.DataOptions field).
+_DATA_MODES = ("auto", "memory", "stream")
+_DATA_OPTION_KEYS = {"data_mode": "mode", "shard_dir": "shard_dir", "featurize_workers": "workers",
+                     "shard_size": "shard_size", "data_memory_gb": "memory_limit_gb"}
 
 _SECTIONS = {
     "study": {"name", "output", "seed"},
-    "data": {"train", "test", "val_fraction", "subsample", "test_subsample"},
+    "data": {"train", "test", "val_fraction", "subsample", "test_subsample", "data_mode", "shard_dir",
+             "featurize_workers", "shard_size", "data_memory_gb"},
     "objective": {"backend", "metric", "options", "base_config", "path"},
     "priors": {"files"},
     "space": None,  # free-form: the search-space plain-dict form
@@ -56,6 +62,10 @@ class StudyConfig:
         train, test: dataset paths (``None`` when the backend needs no data / no test set).
         val_fraction: fraction of the training images held out as the fixed validation set.
         subsample, test_subsample: use only this many (seeded) training / test images (``None``: all).
+        data_options: how the builtin objective holds its data, as
+            :class:`mfbo.training._source.DataOptions` fields (``mode``, ``shard_dir`` (absolute),
+            ``workers``, ``shard_size``, ``memory_limit_gb``); only those the study file sets
+            (empty: the objective's in-memory default).
         backend: "builtin", "amptorch" or a dotted path "pkg.module:factory".
         metric: metric name or ``{name: weight}`` (weighted sum) the objective minimises.
         objective_options: keyword arguments for the objective factory.
@@ -88,6 +98,7 @@ class StudyConfig:
     val_fraction: float = 0.1
     subsample: int | None = None
     test_subsample: int | None = None
+    data_options: dict = field(default_factory=dict)
     backend: str = "builtin"
     metric: Any = "val_energy_mae_per_atom"
     objective_options: dict = field(default_factory=dict)
@@ -205,6 +216,32 @@ def _pos_number(ctx: _Ctx, fname: str, value: Any, *, integer: bool = False, all
         kind = "integer" if integer else "number"
         raise ctx.fail(fname, f"expected a {'non-negative' if allow_zero else 'positive'} {kind}, got {value!r}")
     return int(value) if integer else float(value)
+
+
+def _data_options(ctx: _Ctx, base: Path, data: Mapping, backend: str) -> dict:
+    """The ``[data]`` keys that say how the builtin objective holds its data, as DataOptions fields."""
+    given = [key for key in _DATA_OPTION_KEYS if key in data]
+    if given and backend != "builtin":
+        raise ctx.fail(f"data.{given[0]}", f"applies to the builtin backend only (this study uses {backend!r}); "
+                                           "remove it")
+    out: dict = {}
+    if "data_mode" in data:
+        mode = data["data_mode"]
+        if mode not in _DATA_MODES:
+            raise ctx.fail("data.data_mode", f"expected one of {list(_DATA_MODES)}, got {mode!r}")
+        out["mode"] = mode
+    if "shard_dir" in data:
+        value = data["shard_dir"]
+        if not isinstance(value, str) or not value:
+            raise ctx.fail("data.shard_dir", f"expected a folder path, got {value!r}")
+        out["shard_dir"] = str(_resolve_path(base, value).resolve())
+    if "featurize_workers" in data:
+        out["workers"] = _pos_number(ctx, "data.featurize_workers", data["featurize_workers"], integer=True)
+    if "shard_size" in data:
+        out["shard_size"] = _pos_number(ctx, "data.shard_size", data["shard_size"], integer=True)
+    if "data_memory_gb" in data:
+        out["memory_limit_gb"] = _pos_number(ctx, "data.data_memory_gb", data["data_memory_gb"])
+    return out
 
 
 def _check_metric(ctx: _Ctx, metric: Any) -> Any:
@@ -355,6 +392,7 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
     test_subsample = data.get("test_subsample")
     if test_subsample is not None:
         test_subsample = _pos_number(ctx, "data.test_subsample", test_subsample, integer=True)
+    data_options = _data_options(ctx, base_dir, data, backend)
 
     pf = raw.get("priors", {}).get("files", [])
     pf = [pf] if isinstance(pf, str) else pf
@@ -467,7 +505,7 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
 
     return StudyConfig(
         name=name, output=output, seed=seed, train=train, test=test, val_fraction=float(val_fraction),
-        subsample=subsample, test_subsample=test_subsample, backend=backend, metric=metric,
+        subsample=subsample, test_subsample=test_subsample, data_options=data_options, backend=backend, metric=metric,
         objective_options=dict(options), base_config=dict(base_config), python_path=python_path,
         prior_files=prior_files, space=space, fidelity=fidelity, budget_ffe=budget_ffe, budget_wall_time=wall,
         workers=workers, executor=executor, dask=dask, trial_timeout=trial_timeout,

@@ -299,6 +299,13 @@ def build_objective(config: StudyConfig, data: Mapping[str, str | None]) -> Any:
         kwargs: dict[str, Any] = {"train": data["train"], "val": data["val"], "metric": config.metric}
         if config.base_config:
             kwargs["base_config"] = base_train_config(config)
+        if config.backend == "builtin":
+            # Trials stream from shards when the data are large ("auto") or the study file says so;
+            # the shards of the study's split live beside it unless data.shard_dir names a folder.
+            options = {"mode": "auto", **config.data_options}
+            if options.get("shard_dir") is None and data["train"] is not None:
+                options["shard_dir"] = str(Path(data["train"]).parent / "shards")
+            kwargs["data"] = options
         kwargs.update(config.objective_options)
         try:
             return get_objective(config.backend, **kwargs)

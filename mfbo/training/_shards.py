@@ -1,7 +1,9 @@
 """Fingerprints, Jacobians and labels of a dataset file, on disk in shards.
 
 :func:`build_shards` featurises a file's images in shards of ``shard_size`` consecutive images, in
-parallel over worker processes, and writes each shard as a directory of ``.npy`` arrays:
+the calling process and, when asked, in spawned worker processes beside it (each worker opens the
+file itself; a task is a shard's first and last image), and writes each shard as a directory of
+``.npy`` arrays:
 
 * per image: ``atom_offsets`` (n+1), ``pair_offsets`` (n+1, with a Jacobian), ``energies`` (eV),
   ``cells`` (n, 3, 3; Å), ``pbc`` (n, 3);
@@ -128,10 +130,31 @@ def _write_shard(reader: ImageFile, start: int, stop: int, params, derivatives: 
     return stop - start
 
 
-def _init_worker() -> None:
+# Per worker process: what every task of the featurisation shares, set once by the initializer,
+# and the dataset reader, opened by the worker itself on its first task and kept for the rest.
+_WORKER: dict = {}
+
+
+def _init_worker(path: str, params, derivatives: bool, require_forces: bool) -> None:
     import torch
 
+    import mfbo.fingerprints  # noqa: F401  (imported before the worker reports ready)
+
     torch.set_num_threads(1)
+    _WORKER.update(path=path, params=params, derivatives=derivatives, require_forces=require_forces, reader=None)
+
+
+def _worker_ready() -> int:
+    """Answered once the worker process has started and imported torch (its pid)."""
+    return os.getpid()
+
+
+def _worker_write(start: int, stop: int, target: str) -> int:
+    """A worker's task: shard [start, stop) of the file named at start-up, read with its own reader."""
+    if _WORKER["reader"] is None:
+        _WORKER["reader"] = ImageFile(Path(_WORKER["path"]))
+    return _write_shard(_WORKER["reader"], start, stop, _WORKER["params"], _WORKER["derivatives"],
+                        _WORKER["require_forces"], Path(target))
 
 
 def _pid_alive(pid: int) -> bool:
@@ -208,7 +231,9 @@ def build_shards(
         root: shard store root directory.
         derivatives: also store the Jacobians (needed for forces).
         require_forces: every image must carry forces.
-        workers: featurisation processes (1: in this process, with torch's thread setting).
+        workers: featurisation processes, this one included: 1 featurises here with torch's thread
+            setting; N > 1 featurises here with one torch thread and in N - 1 spawned processes
+            (one torch thread each), all taking shards from one queue.
         shard_size: images per shard (a store keeps the shard size it was started with).
         progress: a bar on a terminal, else a plain line on stderr every 10 s.
 
@@ -256,51 +281,124 @@ def build_shards(
     if todo:
         bar = _Progress(n, done_images, progress)
         try:
-            tasks = [
-                (images, bounds[k][0], bounds[k][1], params, derivatives, require_forces, directory / _shard_name(k))
-                for k in todo
-            ]
+            tasks = [(bounds[k][0], bounds[k][1], directory / _shard_name(k)) for k in todo]
             import multiprocessing
 
             if workers == 1 or len(todo) == 1 or multiprocessing.current_process().daemon:
                 # (A daemonic process, such as a Dask worker's, may not start children.)
-                for task in tasks:
-                    _write_shard(*task)
-                    bar.update(task[2] - task[1])
+                for start, stop, target in tasks:
+                    _write_shard(images, start, stop, params, derivatives, require_forces, target)
+                    bar.update(stop - start)
             else:
-                _run_pool(tasks, min(workers, len(todo)), bar)
+                _run_shared(images, params, derivatives, require_forces, tasks, min(workers, len(todo)), bar)
         finally:
             bar.close()
     return ShardSet(directory)
 
 
-def _run_pool(tasks, workers: int, bar: _Progress) -> None:
-    """Write shards in ``workers`` fresh (spawned) processes, one torch thread each."""
+def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bool, tasks, workers: int,
+                bar: _Progress) -> None:
+    """Write the shards ``tasks`` ((start, stop, target) each) in this process and ``workers - 1``
+    spawned ones, all taking the next shard from one queue when they finish their last.
+
+    This process starts featurising at once, with one torch thread (restored afterwards); each
+    spawned worker takes shards only once it has started (importing torch: 1-2 s of wall time on a
+    2-core machine), so no shard waits on a starting process, and a file featurised before the
+    workers are up never uses them.
+    One thread per worker hands it a shard at a time and waits for it.
+    """
     import multiprocessing
-    from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
+    import threading
+    from collections import deque
+    from concurrent.futures import ProcessPoolExecutor
     from concurrent.futures.process import BrokenProcessPool
 
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker) as pool:
-        futures = {pool.submit(_write_shard, *task): task for task in tasks}
-        pending = set(futures)
+    import torch
+
+    queue = deque(tasks)
+    lock = threading.Condition()
+    state = {"stop": False, "in_flight": 0, "ready": 0}
+    errors: list[BaseException] = []  # of shards
+    start_errors: list[BaseException] = []  # of workers that could not start
+
+    def take():
+        with lock:
+            if state["stop"] or not queue:
+                return None
+            state["in_flight"] += 1
+            return queue.popleft()
+
+    def finish(task, exc=None):
+        with lock:
+            state["in_flight"] -= 1
+            if exc is None:
+                bar.update(task[1] - task[0])
+            else:
+                errors.append(exc)
+                state["stop"] = True
+            lock.notify_all()
+
+    def feed(pool, ready) -> None:
         try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                for fut in finished:
-                    fut.result()
-                    task = futures[fut]
-                    bar.update(task[2] - task[1])
-        except BrokenProcessPool:
+            ready.result()
+        except BaseException as exc:  # the worker could not start
+            with lock:
+                start_errors.append(exc)
+                state["stop"] = True
+                lock.notify_all()
+            return
+        with lock:
+            state["ready"] += 1
+        while (task := take()) is not None:
+            try:
+                pool.submit(_worker_write, task[0], task[1], str(task[2])).result()
+            except BaseException as exc:
+                finish(task, exc)
+                return
+            finish(task)
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    ctx = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(workers - 1, mp_context=ctx, initializer=_init_worker,
+                               initargs=(str(images.path), params, bool(derivatives), bool(require_forces)))
+    waited = True
+    try:
+        # Started from this thread, so a script that cannot spawn fails here before featurising.
+        readies = [pool.submit(_worker_ready) for _ in range(workers - 1)]
+        feeders = [threading.Thread(target=feed, args=(pool, r), daemon=True) for r in readies]
+        for t in feeders:
+            t.start()
+        try:
+            while (task := take()) is not None:
+                try:
+                    _write_shard(images, task[0], task[1], params, derivatives, require_forces, task[2])
+                except BaseException as exc:
+                    finish(task, exc)
+                    raise
+                finish(task)
+        finally:
+            with lock:
+                state["stop"] = True
+                # Shards handed to workers are finished (a shard is never left half-done by us);
+                # workers still starting are not waited for.
+                while state["in_flight"] > 0:
+                    lock.wait()
+                waited = state["ready"] == len(feeders)
+    finally:
+        pool.shutdown(wait=waited, cancel_futures=True)
+        torch.set_num_threads(threads_before)
+    if start_errors and not errors and queue:
+        errors = start_errors  # shards are left: the worker is needed (once all are done, it is not)
+    if errors:
+        exc = errors[0]
+        if isinstance(exc, BrokenProcessPool):
             raise TrainingError(
                 "a featurisation worker process died or could not start; when train() is called from a "
                 "script, put the call under `if __name__ == \"__main__\":` (worker processes re-import the "
                 "script), or featurise in this process with featurize_workers = 1"
             ) from None
-        except BaseException:
-            for fut in pending:
-                fut.cancel()
-            raise
+        raise exc
 
 
 def _npy_layout(path: Path) -> tuple[int, np.dtype, tuple]:

@@ -63,7 +63,8 @@ class DataOptions:
         mode: "auto", "memory" or "stream" (module docstring).
         shard_dir: shard store root; default ``<cache dir>/shards`` when the run has a cache
             directory, else ``$MFBO_CACHE_DIR/shards`` or ``~/.cache/mfbo/shards``.
-        workers: featurisation processes for the shards (default: the CPUs this process may use).
+        workers: featurisation processes for the shards, this one included (default: the CPUs this
+            process may use).
         shard_size: images per shard.
         memory_limit_gb: "auto" streams when the estimated in-memory fingerprints + Jacobians of
             the pool and validation set exceed this (GB).

@@ -70,3 +70,29 @@ def test_divergence_and_missing_force_metric(water_file, tmp_path):
     energy_only.base_config["get_forces"] = False
     with pytest.raises(ObjectiveError, match="val_force_mae"):
         energy_only.evaluate({}, 0.5, 1)
+
+
+def test_data_options_stream_files_and_keep_small_data_in_memory(water_file, tmp_path):
+    """"auto" keeps small data in memory; "stream" reads the shards under <cache_dir>/shards and
+    gives the in-memory curve; a bad option or streamed lists of Atoms fail with one line."""
+    from ase.io import read
+
+    from mfbo.errors import ConfigError
+
+    params = {"lr": 5e-3, "num_nodes": 6}
+    memory = _objective(water_file, tmp_path).evaluate(params, 0.5, 2)
+    auto = _objective(water_file, tmp_path, data="auto").evaluate(params, 0.5, 2)
+    streamed = pickle.loads(pickle.dumps(_objective(water_file, tmp_path, data={"mode": "stream", "workers": 1})))
+    stream = streamed.evaluate(params, 0.5, 2)
+    assert memory["metadata"]["data_mode"] == auto["metadata"]["data_mode"] == "memory"
+    assert stream["metadata"]["data_mode"] == "stream"
+    assert stream["curve"] == pytest.approx(memory["curve"], rel=1e-9)
+    assert list((tmp_path / "cache" / "shards").glob("*/*/shard-*"))
+    with pytest.raises(ConfigError, match="data_mode='disk' must be one of"):
+        _objective(water_file, tmp_path, data="disk")
+    from mfbo.objectives import get_objective
+
+    images = read(str(water_file / "train.traj"), index=":")
+    obj = get_objective("builtin", train=images[:12], val=images[12:], data="stream")
+    with pytest.raises(ConfigError, match="train must be a file path"):
+        obj.evaluate(params, 0.5, 1)

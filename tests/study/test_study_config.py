@@ -60,6 +60,11 @@ ffe = 2
     ("ffe = 2", "ffe = -1", "budget.ffe"),
     ("ffe = 2", "", "budget"),
     ("[budget]", "[budget]\nbogus = 1", "budget.bogus"),
+    ('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "disk"', "data.data_mode"),
+    ('train = "bundled:water"', 'train = "bundled:water"\nfeaturize_workers = 0', "data.featurize_workers"),
+    ('train = "bundled:water"', 'train = "bundled:water"\nshard_size = 2.5', "data.shard_size"),
+    ('train = "bundled:water"', 'train = "bundled:water"\ndata_memory_gb = -1', "data.data_memory_gb"),
+    ('train = "bundled:water"', 'train = "bundled:water"\nshard_dir = 3', "data.shard_dir"),
 ])
 def test_bad_fields_are_named(tmp_path, old, new, field):
     assert old in BASE
@@ -81,6 +86,26 @@ def test_more_bad_fields(tmp_path):
     assert "study.output" in msg
 
 
+def test_data_options_are_read_and_match_the_trainer(tmp_path):
+    from mfbo.study._config import _DATA_MODES, _DATA_OPTION_KEYS
+    from mfbo.training._cli import DATA_OPTION_KEYS
+    from mfbo.training._source import DATA_MODES
+
+    assert _DATA_MODES == DATA_MODES and _DATA_OPTION_KEYS == DATA_OPTION_KEYS
+    p = tmp_path / "ok.toml"
+    p.write_text(BASE.replace('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "stream"\n'
+                              'shard_dir = "shards"\nfeaturize_workers = 2\nshard_size = 16\ndata_memory_gb = 0.5'))
+    cfg = load_study_file(p)
+    assert cfg.data_options == {"mode": "stream", "shard_dir": str((tmp_path / "shards").resolve()), "workers": 2,
+                                "shard_size": 16, "memory_limit_gb": 0.5}
+    assert load_study_file(p).to_dict()["data_options"] == cfg.data_options
+    p.write_text(BASE)
+    assert load_study_file(p).data_options == {}
+    msg = _bad(tmp_path, BASE.replace('backend = "builtin"', 'backend = "amptorch"')
+               .replace('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "stream"'))
+    assert "field 'data.data_mode'" in msg and "builtin backend only" in msg
+
+
 def test_storage_urls_and_redaction(tmp_path, monkeypatch):
     url = "postgresql://alice:pa55word@db.example:5432/mfbo"
     assert redact_url(url) == "postgresql://alice:***@db.example:5432/mfbo"
@@ -99,6 +124,7 @@ def test_storage_urls_and_redaction(tmp_path, monkeypatch):
     ('train = "bundled:water"', 'train = "missing.traj"', "data.train"),
     ('backend = "builtin"', 'backend = "nosuchbackend"', "objective.backend"),
     ("epochs = [1, 10]", "epochs = [10, 1]", "fidelity.epochs"),
+    ('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "disk"', "data.data_mode"),
     (None, None, "study.output"),
 ])
 def test_cli_bad_study_file_one_line(tmp_path, old, new, field):

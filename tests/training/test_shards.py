@@ -1,5 +1,7 @@
 """The shard store: written once, reused without recomputation, equal to direct featurisation."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from ase.io import read, write
@@ -95,3 +97,110 @@ def test_missing_energy_or_forces_name_the_file_and_image(tmp_path, oc20_eleven,
                      require_forces=True)
     with pytest.raises(ConfigError, match="workers"):
         build_shards(open_images(tmp_path / "noforce.traj"), params, tmp_path / "s", derivatives=True, workers=0)
+
+
+def _arrays(store):
+    return {(p.parent.name, p.name): np.load(p) for p in sorted(store.directory.glob("shard-*/*.npy"))}
+
+
+def test_the_caller_featurises_beside_its_workers_and_resumes(tmp_path, oc20_eleven, params, monkeypatch):
+    """workers=2: this process and one spawned worker share the shards; the store equals the
+    one-process store, and a rerun computes only the missing shards."""
+    import shutil
+
+    import torch
+
+    write(tmp_path / "d.traj", oc20_eleven)
+    images = open_images(tmp_path / "d.traj")
+    alone = build_shards(images, params, tmp_path / "one", derivatives=True, require_forces=True, shard_size=2)
+    calls = _counting(monkeypatch)  # counts what this process featurises (not the worker)
+    threads = torch.get_num_threads()
+    shared = build_shards(images, params, tmp_path / "two", derivatives=True, require_forces=True, shard_size=2,
+                          workers=2)
+    assert torch.get_num_threads() == threads
+    # The caller starts at once, while the worker is still importing torch: it takes the first shards.
+    assert calls[:1] == [2] and sum(calls) <= 11
+    reference = _arrays(alone)
+    got = _arrays(shared)
+    assert got.keys() == reference.keys() and len({k[0] for k in got}) == 6
+    for key, value in reference.items():
+        assert np.array_equal(got[key], value), key
+    for name in ("shard-00001", "shard-00004"):
+        shutil.rmtree(shared.directory / name)
+    kept = {p.name: (p / "features.npy").stat() for p in shared.directory.glob("shard-*")}
+    calls.clear()
+    again = build_shards(images, params, tmp_path / "two", derivatives=True, require_forces=True, shard_size=2,
+                         workers=2)
+    assert sum(calls) <= 4  # only the two missing shards, here or in the worker
+    for name, stat in kept.items():
+        now = (again.directory / name / "features.npy").stat()
+        assert (now.st_ino, now.st_mtime_ns) == (stat.st_ino, stat.st_mtime_ns)
+    got = _arrays(again)
+    assert got.keys() == reference.keys() and not list(again.directory.glob(".tmp-*"))
+    for key, value in reference.items():
+        assert np.array_equal(got[key], value), key
+
+
+def test_a_worker_that_cannot_start_gives_a_clear_error(tmp_path, oc20_eleven):
+    """A script without a __main__ guard: its spawned worker re-runs it and cannot start one itself."""
+    import subprocess
+    import sys
+
+    write(tmp_path / "d.traj", oc20_eleven)
+    script = tmp_path / "unguarded.py"
+    script.write_text(
+        "from mfbo.training import TrainConfig, open_images\n"
+        "from mfbo.training._featurize import gmp_params_of\n"
+        "from mfbo.training._shards import build_shards\n"
+        "from tests.training.conftest import SMALL_FP\n"
+        "import multiprocessing, time\n"
+        "import mfbo.training._shards as shards\n"
+        "real = shards._featurize\n"
+        "def slow(*args):  # this process stays busy until its worker's failure has arrived\n"
+        "    time.sleep(2.0)\n"
+        "    return real(*args)\n"
+        "if multiprocessing.parent_process() is None:\n"
+        "    shards._featurize = slow\n"
+        f"build_shards(open_images({str(tmp_path / 'd.traj')!r}), gmp_params_of(TrainConfig(fp_params=SMALL_FP)),\n"
+        f"             {str(tmp_path / 's')!r}, derivatives=True, shard_size=1, workers=2)\n"
+    )
+    import os
+
+    from mfbo.training._cli import __file__ as cli_file
+
+    repo = str(Path(cli_file).resolve().parents[2])
+    env = {**os.environ, "PYTHONPATH": repo + os.pathsep + os.environ.get("PYTHONPATH", ""), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, cwd=tmp_path, env=env,
+                          timeout=300)
+    assert proc.returncode != 0
+    assert "TrainingError: a featurisation worker process died or could not start" in proc.stderr, proc.stderr
+
+
+def test_a_bad_image_stops_the_shared_featurisation_with_its_name(tmp_path, oc20_eleven, params, monkeypatch):
+    """workers=2: whichever process meets the image without an energy, the error names the file and
+    image; the other shards are complete or absent, none half-written."""
+    import time
+
+    from ase.calculators.singlepoint import SinglePointCalculator
+
+    import mfbo.training._shards as shards
+
+    images = [a.copy() for a in oc20_eleven]
+    for a, b in zip(images, oc20_eleven):
+        a.calc = SinglePointCalculator(a, energy=b.get_potential_energy(), forces=b.get_forces())
+    images[9].calc = SinglePointCalculator(images[9], forces=oc20_eleven[9].get_forces())
+    write(tmp_path / "bad.traj", images)
+    real = shards._featurize
+
+    def slow(*args):  # this process slower than its worker, so both meet shards
+        time.sleep(0.3)
+        return real(*args)
+
+    monkeypatch.setattr(shards, "_featurize", slow)
+    with pytest.raises(DataError, match=r"bad\.traj: image 9 has no energy"):
+        build_shards(open_images(tmp_path / "bad.traj"), params, tmp_path / "s", derivatives=True, shard_size=1,
+                     workers=2)
+    store = next((tmp_path / "s").glob("*/*-jac"))
+    assert not list(store.glob(".tmp-*"))
+    assert all((p / "features.npy").is_file() for p in store.glob("shard-*"))
+    assert not (store / "shard-00009").exists()
