@@ -36,9 +36,10 @@ Usage::
         [--wall-time 300] [--out analysis/live_results] [--report-only]
 
 Writes ``OUT/results.json`` (finished (dataset, seed, method) cells are kept and not rerun; delete one
-to redo it), ``OUT/live_<dataset>.png`` and prints the table: medians over seeds at each checkpoint,
+to redo it), ``OUT/live_<dataset>.png`` and prints the tables: medians over seeds at each checkpoint,
 the ratio mfbo/optuna of the medians, and the fraction of ``W`` at which mfbo's test error first was at
-most optuna's final test error (checkpoint resolution, per seed; ``-`` = not within ``W``). Study
+most optuna's final test error (checkpoint resolution, per seed; ``-`` = not within ``W``), then the
+per-seed errors as a markdown table. Study
 folders go to ``OUT/work`` (not committed).
 """
 
@@ -365,6 +366,30 @@ def table(name: str, summary: dict) -> str:
     return "\n".join(lines)
 
 
+def markdown(name: str, entry: dict, summary: dict) -> str:
+    """Per-seed and median test errors at each checkpoint as a markdown table (E / F / score)."""
+    seeds = summary["seeds"]
+    pretty = {"mfbo": "mfbo", "optuna": "Optuna"}
+    head = "| seed | method | " + " | ".join(f"{f:g} W" for f in FRACTIONS) + " |"
+    lines = [head, "|---|---|" + "---|" * len(FRACTIONS)]
+    for s in seeds:
+        base = entry[s]["mfbo"]["test_baselines"]
+        for method in METHODS:
+            cells = [" / ".join(f"{_error(cp, key, base):{fmt}}" for key, fmt in
+                                (("energy", ".2f"), ("force", ".3f"), ("score", ".3f")))
+                     for cp in entry[s][method]["checkpoints"]]
+            lines.append(f"| {s} | {pretty[method]} | " + " | ".join(cells) + " |")
+    for method in METHODS:
+        cells = [" / ".join(f"{_median(row[f'{method}_{key}']):{fmt}}" for key, fmt in
+                            (("energy", ".2f"), ("force", ".3f"), ("score", ".3f")))
+                 for row in summary["checkpoints"]]
+        lines.append(f"| median | {pretty[method]} | " + " | ".join(cells) + " |")
+    cells = [" / ".join(f"{row[f'ratio_{key}']:.2f}" for key in ("energy", "force", "score"))
+             for row in summary["checkpoints"]]
+    lines.append("| ratio of medians | mfbo / Optuna | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def figure(name: str, entry: dict, path: Path) -> None:
     import matplotlib
 
@@ -457,6 +482,8 @@ def run_cells(names: list[str], seeds: list[int], wall_time: float, out: Path,
 
 
 def report(results: dict, names: list[str], out: Path) -> dict:
+    """Print the tables, draw the figures and write ``OUT/summary.json``; returns the summaries."""
+    out.mkdir(parents=True, exist_ok=True)
     summaries = {}
     for name in names:
         if name not in results:
@@ -464,6 +491,7 @@ def report(results: dict, names: list[str], out: Path) -> dict:
         summaries[name] = summarise(results[name])
         print(table(name, summaries[name]))
         if summaries[name]["seeds"]:
+            print(markdown(name, results[name], summaries[name]))
             figure(name, results[name], out / f"live_{name}.png")
             print(f"wrote {out / f'live_{name}.png'}")
     (out / "summary.json").write_text(json.dumps(summaries, indent=1, default=str))
