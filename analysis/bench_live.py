@@ -452,6 +452,7 @@ def _store(path: Path, dataset: str, seed: str, method: str, cell: dict) -> dict
 def run_cells(names: list[str], seeds: list[int], wall_time: float, out: Path,
               paths: dict[str, tuple[Path, Path]] | None = None) -> dict:
     """Run every missing (dataset, seed, method) cell; returns the results dict."""
+    out = Path(out).resolve()  # the CLI runs in the cell's folder
     out.mkdir(parents=True, exist_ok=True)
     (out / "work").mkdir(exist_ok=True)
     ignore = out / "work" / ".gitignore"
