@@ -40,7 +40,7 @@ to redo it), ``OUT/live_<dataset>.png`` and prints the tables: medians over seed
 the ratio mfbo/optuna of the medians, and the fraction of ``W`` at which mfbo's test error first was at
 most optuna's final test error (checkpoint resolution, per seed; ``-`` = not within ``W``), then the
 per-seed errors as a markdown table. Study
-folders go to ``OUT/work`` (not committed).
+folders go to ``OUT/work`` (not committed); a finished cell's fingerprint caches are removed.
 """
 
 from __future__ import annotations
@@ -449,6 +449,12 @@ def _store(path: Path, dataset: str, seed: str, method: str, cell: dict) -> dict
     return current
 
 
+def _drop_caches(folder: Path) -> None:
+    """Remove a finished cell's fingerprint caches (several GB on Si); the study folder stays."""
+    for name in ("cache", "retrain-cache"):
+        shutil.rmtree(folder / name, ignore_errors=True)
+
+
 def run_cells(names: list[str], seeds: list[int], wall_time: float, out: Path,
               paths: dict[str, tuple[Path, Path]] | None = None) -> dict:
     """Run every missing (dataset, seed, method) cell; returns the results dict."""
@@ -474,11 +480,13 @@ def run_cells(names: list[str], seeds: list[int], wall_time: float, out: Path,
                 results = _store(results_path, name, key, "mfbo",
                                  run_mfbo(train, test, seed, wall_time, work / "mfbo", log))
                 cell = results[name][key]
+                _drop_caches(work / "mfbo")
             if "optuna" not in cell or cell["optuna"].get("wall_time_s") != wall_time:
                 print(f"{name} seed {seed}: Optuna TPE + Hyperband for {wall_time:g} s ...", flush=True)
                 results = _store(results_path, name, key, "optuna",
                                  run_optuna(Path(cell["mfbo"]["study_dir"]), seed, wall_time, work / "optuna",
                                             cell["mfbo"]["test_baselines"]))
+                _drop_caches(work / "optuna")
     return results
 
 

@@ -62,6 +62,11 @@ def test_bench_live_runs_both_methods_and_reports_finite_test_errors(tmp_path, m
     assert len(rows) == 4 and rows[-1]["mfbo_energy"][0] > 0 and rows[-1]["optuna_energy"][0] > 0
     assert set(summaries["tiny"]["time_to_optuna_final"]) == {"energy", "force", "score"}
 
+    # The cells' fingerprint caches are gone; the mfbo study folder stays.
+    work = out / "work" / "tiny-s0"
+    assert not any(p.name in ("cache", "retrain-cache") for p in work.glob("*/*"))
+    assert Path(cell["mfbo"]["study_dir"], "best.json").is_file()
+
     # A second call finds every cell done and runs nothing.
     before = (out / "results.json").read_text()
     bench.run_cells(["tiny"], [0], wall, out, paths={"tiny": (tmp_path / "train.traj", tmp_path / "test.traj")})
