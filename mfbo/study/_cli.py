@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--wall-time", type=float, default=1200.0, metavar="SECONDS",
                    help="seconds for the whole study, final retraining included (default 1200)")
     p.add_argument("--workers", type=int, help="parallel trials (default: cores, at most 4)")
-    p.add_argument("--seed", type=int, default=0, help="seeds the split and the probe (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seeds the split, the probe and the study (default 0)")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.set_defaults(func=_init)
 

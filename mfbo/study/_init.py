@@ -51,6 +51,7 @@ class StudyPlan:
         seconds_per_image_epoch, seconds_featurize_per_image: measured by the probe training.
         target_epochs, full_training_s: the target fidelity and its estimated cost.
         search_wall_time, budget_ffe, workers: the search's limits.
+        seed: the study's seed (``[study] seed``; it also seeded the split and the probe).
         reasons: one line per choice.
     """
 
@@ -74,6 +75,7 @@ class StudyPlan:
     workers: int
     data_fraction_min: float
     prior_file: str
+    seed: int = 0
     reasons: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -291,6 +293,7 @@ def plan_study(
         workers=int(workers),
         data_fraction_min=float(df_min),
         prior_file=_rel(prior_path, folder),
+        seed=int(seed),
         reasons=reasons,
     )
 
@@ -313,7 +316,7 @@ def write_study_file(plan: StudyPlan) -> Path:
         "[study]",
         f'name = "{plan.name}"',
         f'output = "runs/{plan.name}"',
-        "seed = 0",
+        f"seed = {int(plan.seed)}",
         "",
         "[data]",
         f'train = "{plan.train}"   # {plan.n_pool} images; elements {" ".join(plan.elements)}',

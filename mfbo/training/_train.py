@@ -6,6 +6,7 @@ import contextlib
 import copy
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -192,6 +193,7 @@ def train(
     cache=None,
     progress: bool = False,
     data=None,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> TrainResult:
     """Train a SingleNN potential at one fidelity.
 
@@ -210,6 +212,10 @@ def train(
         data: how the data are held: None/"auto", "memory", "stream", or a dict of
             :class:`~mfbo.training._source.DataOptions` fields (shard directory, featurisation
             processes, shard size, the auto mode's memory limit).
+        on_epoch: called after every trained epoch with that epoch's curve record (the dict
+            ``TrainResult.curve`` holds; not for the repeated records after an early stop). An
+            exception it raises (``optuna.TrialPruned``, a deadline) ends training at once and
+            propagates out of ``train`` unchanged; nothing is returned for that run.
 
     Returns:
         TrainResult.
@@ -249,7 +255,8 @@ def train(
 
         val_baselines = baseline_metrics(prepared.train_labels, prepared.val_labels)
         curve, epoch_times, best_epoch = _fit(
-            config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start, val_baselines
+            config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start, val_baselines,
+            on_epoch,
         )
         t_train = time.perf_counter() - t_start - t_setup
 
@@ -330,6 +337,7 @@ def _fit(
     progress: bool,
     t_start: float,
     val_baselines: dict,
+    on_epoch: Callable[[dict], None] | None = None,
 ) -> tuple[list[dict], list[float], int]:
     """The epoch loop. Returns (curve, epoch wall times, the epoch whose weights the network ends with)."""
     packed: PackedImages = train_sp.packed
@@ -466,6 +474,13 @@ def _fit(
         if bar is not None:
             bar.update(1)
             bar.set_postfix(val_E=f"{record['val_energy_mae']:.3g} eV")
+        if on_epoch is not None:
+            try:
+                on_epoch(dict(record))
+            except BaseException:
+                if bar is not None:
+                    bar.close()
+                raise
         patience = config.early_stopping_patience
         if patience and epoch - best_val[1] >= patience and epoch < n_epochs:
             # The potential a stopped run hands over is the best epoch's, so the rest of the curve

@@ -102,3 +102,15 @@ def test_init_refuses_an_existing_study_file_and_data_with_nothing_to_learn(tmp_
     write(tmp_path / "flat.traj", flat)
     with pytest.raises(DataError, match="nothing for a potential to learn"):
         plan_study(tmp_path / "flat.traj", out=tmp_path / "flat.toml", wall_time=60, workers=1)
+
+
+def test_init_writes_its_seed_into_the_study_file(tmp_path, water_files):
+    from mfbo.study._config import load_study_file
+    from mfbo.study._init import plan_study, write_study_file
+
+    train, test = water_files
+    plan = plan_study(train, test=test, out=tmp_path / "s.toml", wall_time=60, workers=1, seed=7)
+    path = write_study_file(plan)
+    assert plan.seed == 7
+    assert "\nseed = 7\n" in path.read_text()
+    assert load_study_file(path, check_output=False).seed == 7

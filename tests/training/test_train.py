@@ -180,3 +180,25 @@ def test_float32_and_mae_loss_and_step_schedule(water, small_config, tmp_path):
     loaded = TrainedModel.load(result.model.save(tmp_path / "m32.npz"))
     e = loaded.predict(water[30:32])["energy"]
     assert np.all(np.isfinite(e)) and e.dtype == np.float64
+
+
+def test_on_epoch_sees_each_record_and_its_exception_stops_training(water, small_config):
+    from mfbo.training import train
+
+    seen = []
+    result = train(small_config, water[:12], water[30:36], on_epoch=seen.append)
+    assert seen == result.curve
+
+    class Stop(Exception):
+        pass
+
+    calls = []
+
+    def stop_after_two(record):
+        calls.append(record["epoch"])
+        if record["epoch"] == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(small_config.replace(epochs=5), water[:12], water[30:36], on_epoch=stop_after_two)
+    assert calls == [1, 2]
