@@ -8,7 +8,9 @@ OC20-like data are made from the bundled 569-image OC20 pool: image k is pool im
 atom displaced by a Gaussian of ``--rattle`` Å (0.02) per component, labels (energy, forces, FixAtoms)
 kept. One file of ``max(sizes) / (1 - val_fraction)`` images is written; each size is the training subset
 ``--data-fraction n / pool`` of it (the nested fidelity subsets), with the same fixed validation set (10%).
-Default TrainConfig (forces on, 20 GMP features, float64), one torch thread everywhere.
+Default TrainConfig (forces on, 40 GMP features, float64), one torch thread everywhere; the results stored in
+analysis/scale_results/ were measured with AMPTorch's seed fingerprints (20 features), which halve the
+fingerprint and Jacobian storage per image.
 
 What it measures, each in a fresh child process (``mfbo train``; peak RSS from ``wait4``):
 

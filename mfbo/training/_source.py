@@ -4,7 +4,7 @@
 (:class:`~mfbo.training._core.ScaledPack` objects and the fitted scalers):
 
 * ``"memory"``: every image's fingerprints and Jacobian packed in memory (fastest for small data;
-  about 2 MB per OC20 image with Jacobians at the default 20 features);
+  about 2 MB per OC20 image with Jacobians at 20 features, twice that at the default 40);
 * ``"stream"``: fingerprints, Jacobians and labels featurised once into shards on disk
   (:mod:`mfbo.training._shards`, parallel over processes, resumable), labels of the used images in
   memory (a few tens of bytes per atom), features and Jacobians read batch by batch. The fidelity
