@@ -234,14 +234,22 @@ class FingerprintCache:
 
     def _param_dir(self, params: GMPParams) -> Path:
         d = self.directory / params.cache_key()[:32]
-        if not d.is_dir():
-            d.mkdir(parents=True, exist_ok=True)
-            meta = {"fp_scheme": params.fp_scheme, **params.to_fp_params(), "cache_key": params.cache_key()}
-            fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-            with os.fdopen(fd, "w") as fh:
-                json.dump(meta, fh, indent=1)
-            os.chmod(tmp, _default_mode())
-            os.replace(tmp, d / "params.json")
+        meta = {"fp_scheme": params.fp_scheme, **params.to_fp_params(), "cache_key": params.cache_key()}
+        for attempt in range(5):
+            if d.is_dir():
+                return d
+            try:
+                d.mkdir(parents=True, exist_ok=True)
+                fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+                with os.fdopen(fd, "w") as fh:
+                    json.dump(meta, fh, indent=1)
+                os.chmod(tmp, _default_mode())
+                os.replace(tmp, d / "params.json")
+                return d
+            except FileNotFoundError:
+                # Another process (mfbo cache clear, an eviction) removed the new directory: make it again.
+                if attempt == 4:
+                    raise
         return d
 
     def entry_path(self, atoms, params: GMPParams, *, derivatives: bool = False) -> Path:

@@ -83,7 +83,6 @@ class BuiltinObjective(Objective):
         data=None,
     ):
         from mfbo.training._config import TrainConfig
-        from mfbo.training._source import DataOptions
 
         if base_config is None:
             base_config = TrainConfig()
@@ -100,7 +99,11 @@ class BuiltinObjective(Objective):
 
         self.cache_max_gb = check_max_gb(cache_max_gb, "cache_max_gb")
         self.progress = bool(progress)
-        options = None if data is None else DataOptions.of(data)  # ConfigError on a bad value
+        options = None
+        if data is not None:
+            from mfbo.training._source import DataOptions  # imports torch: only when asked for
+
+            options = DataOptions.of(data)  # ConfigError on a bad value
         if options is not None and options.shard_dir is not None:
             options.shard_dir = str(options.shard_dir)
         self.data_options = None if options is None else dict(options.__dict__)

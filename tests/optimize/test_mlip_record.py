@@ -59,9 +59,11 @@ def test_killed_recording_resumes_without_redoing_runs(tiny_si, tmp_path):
     try:
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and proc.poll() is None:
-            if log.is_file() and len(_runs(log)) >= 2:
+            # Kill at the first finished run: a run of these tiny sets takes tens of ms, so a later
+            # point can be missed on a quiet machine.
+            if log.is_file() and _runs(log):
                 break
-            time.sleep(0.2)
+            time.sleep(0.01)
         assert proc.poll() is None, "the recording finished before it could be killed: " + proc.stdout.read().decode()
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
@@ -70,7 +72,7 @@ def test_killed_recording_resumes_without_redoing_runs(tiny_si, tmp_path):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     before = _runs(log)
-    assert 2 <= len(before) < 8
+    assert 1 <= len(before) < 8
     lines_before = [ln for ln in log.read_text().split("\n")[:-1]]  # complete lines (a kill may cut the last)
 
     res = subprocess.run(_cmd(tiny_si, tmp_path), env=env, capture_output=True, text=True, timeout=600)

@@ -28,7 +28,8 @@ def _n_results(d) -> int:
 @pytest.mark.parametrize("how,code,words", [("SIGTERM", 143, "stopped by SIGTERM"),
                                             ("SIGINT", 130, "stopped by Ctrl-C (SIGINT)")])
 def test_signal_stops_driver_with_resume_hint(tmp_path, how, code, words):
-    study = write_study(tmp_path / "sig.toml", budget_ffe=0.6, workers=2, options={"delay": 0.3})
+    # A budget far beyond the two results the signal waits for, so the study cannot finish first.
+    study = write_study(tmp_path / "sig.toml", budget_ffe=2.0, workers=2, options={"delay": 0.3})
     d = tmp_path / "run"
     proc = _start(tmp_path, "run", study, "--progress-every", "1")
     assert wait_for(lambda: proc.poll() is not None or _n_results(d) >= 2, timeout=180)
