@@ -305,9 +305,15 @@ class DaskLauncher(Launcher):
     def _job_state(self, job_id: str) -> str | None:
         if self._kind != "slurm":
             return None
-        r = self._run_quietly(["scontrol", "--oneliner", "show", "job", job_id])
-        m = re.search(r"JobState=(\S+)", r.stdout if r is not None else "")
-        return m.group(1) if m else None
+        state = None
+        for _ in range(10):  # COMPLETING is passing (epilog running): wait up to ~2 s for the final state
+            r = self._run_quietly(["scontrol", "--oneliner", "show", "job", job_id])
+            m = re.search(r"JobState=(\S+)", r.stdout if r is not None else "")
+            state = m.group(1) if m else None
+            if state != "COMPLETING":
+                break
+            time.sleep(0.2)
+        return state
 
     def _read_job_ids(self) -> list[str]:
         if self._jobs_file is None or not self._jobs_file.is_file():

@@ -119,9 +119,9 @@ def test_cost_cooling_exponent_falls_from_one_to_zero_as_the_budget_is_spent():
 
 
 def test_minimize_spends_little_at_target_and_beats_initial_design():
-    stop_after = 12
+    stop_after = 16
     beats = []
-    for seed in (0, 1, 2):  # one seed is a coin flip at 12 trials; require a majority
+    for seed in (0, 1, 2, 3, 4):  # one seed is a coin flip at 16 trials; require a majority
         result = minimize(toy, SPACE, budget=6.0, seed=seed, callback=lambda t, h: t.index >= stop_after,
                           **FAST)
         trials = result.trials
@@ -136,7 +136,7 @@ def test_minimize_spends_little_at_target_and_beats_initial_design():
         best_initial = min(toy_value(t.params)[-1] for t in initial)
         beats.append(toy_value(result.best_params)[-1] < best_initial)
         assert set(result.best_params) == {"x", "lr", "act"}
-    assert sum(beats) >= 2, beats
+    assert sum(beats) >= 3, beats
     opt = result.optimizer
     # one history entry per finished trial, cumulative cost non-decreasing
     assert len(result.history) == len(trials)
