@@ -188,18 +188,6 @@ class _Deadline(Exception):
     """The wall time ran out during a trial."""
 
 
-def _suggest(trial, space) -> dict:
-    cfg = {}
-    for p in space.design_parameters:
-        if p.type == "categorical":
-            cfg[p.name] = trial.suggest_categorical(p.name, list(p.choices))
-        elif p.type == "int":
-            cfg[p.name] = trial.suggest_int(p.name, int(p.low), int(p.high), log=p.log)
-        else:
-            cfg[p.name] = trial.suggest_float(p.name, p.low, p.high, log=p.log)
-    return cfg
-
-
 def run_optuna(study_dir: Path, seed: int, wall_time: float, work: Path, test_baselines: dict) -> dict:
     """One AmpOpt-style cell on the mfbo study's split, space and objective, for ``wall_time`` s."""
     import optuna
@@ -207,6 +195,7 @@ def run_optuna(study_dir: Path, seed: int, wall_time: float, work: Path, test_ba
     from mfbo.errors import MfboError
     from mfbo.objectives._record import metric_curve
     from mfbo.optimize.baselines._common import feasible
+    from mfbo.optimize.baselines._optuna_tpe_hb import _suggest  # the replay peer's search-space mapping
     from mfbo.training._train import evaluate_model
 
     if work.exists():

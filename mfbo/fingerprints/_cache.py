@@ -250,7 +250,6 @@ class FingerprintCache:
                 # Another process (mfbo cache clear, an eviction) removed the new directory: make it again.
                 if attempt == 4:
                     raise
-        return d
 
     def entry_path(self, atoms, params: GMPParams, *, derivatives: bool = False) -> Path:
         """Where the entry of ``atoms`` (values, or values + Jacobian) for ``params`` is stored."""
