@@ -110,6 +110,9 @@ class MultiFidelityOptimizer:
             ``effort_share`` of the median trial's cost (seconds), the next rounds score a quarter of the
             raw pool, skip the posterior-mean maximisers and refit hyperparameters half as often, so the
             optimiser's own time stays small against trials that take a second or two. "full": never.
+            Because "auto" follows measured time, two runs with the same seed can part ways at the round
+            where one of them switches (each model proposal's ``metadata["effort"]`` says which effort made
+            it); with "full" the same seed gives the same trials.
         effort_share: the share of a trial's cost above which ``effort="auto"`` economises (default 0.1).
     """
 
@@ -259,6 +262,10 @@ class MultiFidelityOptimizer:
             t0 = time.perf_counter()
             params, frac, ep, source = self._propose_one()
             idx = self._new_trial(params, frac, ep, source)
+            if source.startswith("model"):
+                # which effort made this proposal: with effort="auto" it follows measured time, so the
+                # record says where a rerun with the same seed may part ways
+                self._trials[idx].metadata["effort"] = "economy" if self.last_timings.get("cheap_mode") else "full"
             if self.encoder.at_target(frac, ep):
                 self._store_prediction(self._trials[idx])
             out.append(Candidate(trial_index=idx, params=dict(params), data_fraction=float(frac), epochs=int(ep)))

@@ -122,8 +122,9 @@ def test_minimize_spends_little_at_target_and_beats_initial_design():
     stop_after = 16
     beats = []
     for seed in (0, 1, 2, 3, 4):  # one seed is a coin flip at 16 trials; require a majority
-        result = minimize(toy, SPACE, budget=6.0, seed=seed, callback=lambda t, h: t.index >= stop_after,
-                          **FAST)
+        # effort="full": "auto" follows measured time, and would economise on these 0.05-0.5 s trials
+        result = minimize(toy, SPACE, budget=6.0, seed=seed, effort="full",
+                          callback=lambda t, h: t.index >= stop_after, **FAST)
         trials = result.trials
         at_target = [t for t in trials if t.data_fraction == 1.0 and t.epochs == 20]
         target_ffe = sum(t.cost for t in at_target) / toy.full_fidelity_cost
@@ -150,6 +151,24 @@ def test_minimize_spends_little_at_target_and_beats_initial_design():
         assert ax_trial.status.name == t.status.upper()
         assert ax_trial.arm.parameters["epochs"] == t.epochs
         assert (df["trial_index"] == t.index).sum() == len(t.curve)
+
+
+def test_same_seed_gives_the_same_trials_at_full_effort():
+    def run(seed):
+        result = minimize(toy, SPACE, budget=6.0, seed=seed, effort="full",
+                          callback=lambda t, h: t.index >= 10, **FAST)
+        return [(t.params, t.data_fraction, t.epochs, t.metadata["source"]) for t in result.trials], result
+
+    first, result = run(0)
+    again, _ = run(0)
+    assert first == again
+    assert run(1)[0] != first  # the seed does reach the proposals
+    model = [t for t in result.trials if t.metadata["source"].startswith("model")]
+    assert model and all(t.metadata["effort"] == "full" for t in model)
+    economy = minimize(toy, SPACE, budget=6.0, seed=0, effort="auto", effort_share=1e-9,
+                       callback=lambda t, h: t.index >= 6, **FAST)
+    later = [t for t in economy.trials if t.metadata["source"].startswith("model")][1:]
+    assert later and all(t.metadata["effort"] == "economy" for t in later)
 
 
 def test_learning_curve_problem_less_than_half_the_budget_at_target_fidelity():
