@@ -64,6 +64,9 @@ class TrainingDiverged(TrainingError):
         self.epoch = epoch
         self.last_metrics = last_metrics
 
+    def __reduce__(self):  # picklable, so it crosses process boundaries (workers, torchrun) as itself
+        return (type(self), (str(self), self.epoch, self.last_metrics))
+
 
 class ModelFileError(MfboError):
     """A saved model file is missing, truncated, tampered with or of another version."""

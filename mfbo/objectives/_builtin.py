@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +69,9 @@ class BuiltinObjective(Objective):
             be file paths: the files are featurised once into shards (under ``shard_dir``, default
             ``<cache_dir>/shards``, else ``$MFBO_CACHE_DIR/shards`` or ``~/.cache/mfbo/shards``) and
             each fidelity subset reads its rows from them.
+        processes: train each trial data-parallel over this many processes on the node that runs it
+            (``torchrun``, see :mod:`mfbo.objectives._distributed_trial`; default 1: in the calling
+            process). A study sets it with ``[objective] options = {processes = N}``.
     """
 
     def __init__(
@@ -81,6 +85,7 @@ class BuiltinObjective(Objective):
         progress: bool = False,
         cache_max_gb=None,
         data=None,
+        processes: int = 1,
     ):
         from mfbo.training._config import TrainConfig
 
@@ -99,6 +104,11 @@ class BuiltinObjective(Objective):
 
         self.cache_max_gb = check_max_gb(cache_max_gb, "cache_max_gb")
         self.progress = bool(progress)
+        if isinstance(processes, bool) or not isinstance(processes, int) or processes < 1:
+            from mfbo.errors import ConfigError
+
+            raise ConfigError(f"processes={processes!r} must be a whole number >= 1 (processes per trial)")
+        self.processes = processes
         options = None
         if data is not None:
             from mfbo.training._source import DataOptions  # imports torch: only when asked for
@@ -121,7 +131,7 @@ class BuiltinObjective(Objective):
         return state
 
     def __setstate__(self, state):
-        state = {"data_options": None, **state, "_views": None, "_modes": {}}
+        state = {"data_options": None, "processes": 1, **state, "_views": None, "_modes": {}}
         self.__dict__.update(state)
 
     # ------------------------------------------------------------------ lazy pieces
@@ -231,8 +241,20 @@ class BuiltinObjective(Objective):
         Args:
             test: a test set; None uses the objective's ``test`` (if any); False none.
         """
+        from mfbo.training._distributed import distributed_from_env
         from mfbo.training._train import train
 
+        if self.processes > 1 and distributed_from_env() is None:
+            if kwargs:
+                from mfbo.errors import ConfigError
+
+                raise ConfigError(f"BuiltinObjective.fit: {sorted(kwargs)} cannot reach the processes of a "
+                                  "data-parallel trial; use processes=1")
+            from mfbo.objectives._distributed_trial import run_distributed
+
+            single = copy.copy(self)
+            single.processes = 1
+            return run_distributed(single, self.processes, params, data_fraction, epochs, test)
         config = self.config(params)
         test_images = self.test_source if test is None else (None if test is False else test)
         stream = self._stream_options(config)
@@ -261,4 +283,5 @@ class BuiltinObjective(Objective):
             "metric": self.metric,
             "base_config": self.base_config,
             "data": self.data_options,
+            "processes": self.processes,
         }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -127,7 +128,7 @@ def _handler(args) -> int:
     output = Path(args.output) if args.output else (path_of("output") or Path.cwd() / f"{run_path.stem}-run")
     try:
         output.mkdir(parents=True, exist_ok=True)
-        probe = output / ".write-test"
+        probe = output / f".write-test-{os.getpid()}"  # per process: torchrun starts several
         probe.write_text("")
         probe.unlink()
     except OSError as exc:
@@ -158,8 +159,11 @@ def _handler(args) -> int:
         pool, val = split_train_val(pool, config.val_fraction, config.seed)
     test = load_images(path_of("test")) if data.get("test") is not None else None
     from mfbo.training._baselines import baseline_metrics, quality_lines, ratios_to_baselines, unseen_elements
+    from mfbo.training._distributed import distributed_from_env
 
-    if mode == "memory":
+    ddp = distributed_from_env()
+    main = ddp is None or ddp.is_main  # under torchrun every process trains; rank 0 writes and prints
+    if mode == "memory" and main:
         for name, images in (("validation", val), ("test", test)):
             missing = unseen_elements(pool, images or [])
             if missing:
@@ -184,9 +188,14 @@ def _handler(args) -> int:
             data=data_options,
         )
     except TrainingDiverged as exc:
-        record.update(status="diverged", error=str(exc), epoch=exc.epoch, last_metrics=exc.last_metrics)
-        record_path.write_text(json.dumps(record, indent=2))
+        if main:
+            record.update(status="diverged", error=str(exc), epoch=exc.epoch, last_metrics=exc.last_metrics)
+            record_path.write_text(json.dumps(record, indent=2))
         raise
+    if not main:
+        return 0
+    if ddp is not None:
+        record["processes"] = ddp.world_size
     model_path = result.model.save(output / "model.npz")
     record.update(result.to_dict())
     if result.test_metrics:

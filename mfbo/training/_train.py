@@ -17,6 +17,7 @@ from mfbo.training._baselines import baseline_metrics, is_error_scale
 from mfbo.training._config import TrainConfig
 from mfbo.training._core import ScaledPack, error_metrics, predict_pack, run_batch
 from mfbo.training._data import load_images
+from mfbo.training._distributed import DistributedContext, distributed_from_env
 from mfbo.training._featurize import featurize_images, gmp_params_of
 from mfbo.training._model import SingleNN
 from mfbo.training._packed import PackedImages, pack_images
@@ -194,6 +195,7 @@ def train(
     progress: bool = False,
     data=None,
     on_epoch: Callable[[dict], None] | None = None,
+    distributed: DistributedContext | bool | None = None,
 ) -> TrainResult:
     """Train a SingleNN potential at one fidelity.
 
@@ -216,6 +218,11 @@ def train(
             ``TrainResult.curve`` holds; not for the repeated records after an early stop). An
             exception it raises (``optuna.TrialPruned``, a deadline) ends training at once and
             propagates out of ``train`` unchanged; nothing is returned for that run.
+        distributed: data-parallel training over processes (see :mod:`mfbo.training._distributed`):
+            None (default) reads torchrun's environment (``WORLD_SIZE`` > 1 trains data-parallel),
+            False never, or a :class:`DistributedContext`. Every process returns the same model and
+            curve; rank 0 featurises first (the others then read its cache or shards), shows the
+            progress bars and evaluates the test set (``test_metrics`` is None on the other ranks).
 
     Returns:
         TrainResult.
@@ -235,28 +242,42 @@ def train(
     if isinstance(n_epochs, bool) or not isinstance(n_epochs, (int, np.integer)) or n_epochs < 1:
         raise ConfigError(f"epochs={epochs!r} must be a positive integer")
     forces_on = bool(config.get_forces)
-    test = None if test_images is None else _images(test_images, "test set", False)
+    ddp = distributed_from_env() if distributed is None else (distributed or None)
+    if ddp is True:
+        raise ConfigError("distributed=True: pass a DistributedContext, or None to read torchrun's environment")
+    main = ddp is None or ddp.is_main
+    progress = progress and main
+    test = None if test_images is None or not main else _images(test_images, "test set", False)
     device, dtype = _device(config), _dtype(config)
+    if ddp is not None:
+        device = ddp.device(device)
+        ddp.init(device)
 
     with _threads(config.num_threads), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(config.seed)
         params = gmp_params_of(config)
+        if not main:  # rank 0 featurises first; the others find its cache entries and shards
+            ddp.barrier()
         prepared = prepare_data(
             config, params, train_images, val_images, data_fraction=data_fraction, cache=cache,
             progress=progress, device=device, dtype=dtype, options=data,
         )
+        if ddp is not None and main:
+            ddp.barrier()
         train_sp, val_sp, fscaler, tscaler = prepared.train, prepared.val, prepared.fscaler, prepared.tscaler
         t_featurize, c_featurize = prepared.featurize_s, prepared.featurize_cpu_s
         n_features = prepared.n_features
         network = SingleNN(
             n_features, config.num_layers, config.num_nodes, config.activation, config.batchnorm, config.dropout
         ).to(device=device, dtype=dtype)
+        if ddp is not None:
+            ddp.broadcast_parameters(network)
         t_setup, c_setup = time.perf_counter() - t_start, time.process_time() - c_start
 
         val_baselines = baseline_metrics(prepared.train_labels, prepared.val_labels)
         curve, epoch_times, best_epoch = _fit(
             config, network, train_sp, val_sp, tscaler, n_epochs, forces_on, progress, t_start, val_baselines,
-            on_epoch,
+            on_epoch, ddp,
         )
         t_train = time.perf_counter() - t_start - t_setup
 
@@ -338,8 +359,13 @@ def _fit(
     t_start: float,
     val_baselines: dict,
     on_epoch: Callable[[dict], None] | None = None,
+    ddp: DistributedContext | None = None,
 ) -> tuple[list[dict], list[float], int]:
-    """The epoch loop. Returns (curve, epoch wall times, the epoch whose weights the network ends with)."""
+    """The epoch loop. Returns (curve, epoch wall times, the epoch whose weights the network ends with).
+
+    With ``ddp`` this process trains its share of every epoch's batches and the gradients are averaged
+    over the processes before each step; the curve's training sums cover all processes.
+    """
     packed: PackedImages = train_sp.packed
     n = packed.n_images
     scale = tscaler.scale
@@ -383,11 +409,14 @@ def _fit(
         t_epoch, c_epoch = time.perf_counter(), time.process_time()
         lr = optimizer.param_groups[0]["lr"]
         network.train()
-        order = torch.randperm(n, generator=generator).tolist()
+        order = torch.randperm(n, generator=generator).tolist()  # the same order on every process
+        batches = [order[start : start + config.batch_size] for start in range(0, n, config.batch_size)]
+        if ddp is not None:
+            batches = ddp.my_batches(batches)
         sums = dict(e=0.0, e_atom=0.0, f=0.0, f_free=0.0, loss=0.0)
-        counts = dict(f=0, f_free=0, batches=0)
-        for start in range(0, n, config.batch_size):
-            images = order[start : start + config.batch_size]
+        counts = dict(f=0, f_free=0, batches=0, images=0)
+        first_loss = None
+        for images in batches:
             bsp, images = train_sp.batch(images)  # a streamed pack reads the batch from disk
             out = run_batch(network, bsp, images, forces=use_force_loss, create_graph=True)
             image_index = torch.as_tensor(images, device=out.energy.device)
@@ -406,10 +435,12 @@ def _fit(
                 loss = 0.5 * loss_e
             if not torch.isfinite(loss):
                 raise diverged(epoch, "the loss became NaN/inf")
-            if epoch == 1 and start == 0:
-                best_loss = float(loss.detach())
+            if first_loss is None:
+                first_loss = float(loss.detach())
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if ddp is not None:
+                ddp.average_gradients(network)
             optimizer.step()
             with torch.no_grad():
                 abs_e = e_err.detach().abs() * scale
@@ -417,6 +448,7 @@ def _fit(
                 sums["e_atom"] += float((abs_e / out.n_atoms).sum())
                 sums["loss"] += float(loss.detach())
                 counts["batches"] += 1
+                counts["images"] += len(images)
                 if use_force_loss:
                     abs_f = f_err.detach().abs() * scale
                     sums["f"] += float(abs_f.sum())
@@ -424,6 +456,15 @@ def _fit(
                     free_f = abs_f[bsp.packed.free[out.atoms]]
                     sums["f_free"] += float(free_f.sum())
                     counts["f_free"] += free_f.numel()
+        if ddp is not None:  # the curve's training numbers cover every process's batches
+            keys = [("s", k) for k in sums] + [("c", k) for k in counts]
+            total = ddp.sum_values([sums[k] if w == "s" else counts[k] for w, k in keys] + [first_loss or 0.0],
+                                   next(network.parameters()).device)
+            for (w, k), v in zip(keys, total):
+                (sums if w == "s" else counts)[k] = v
+            first_loss = total[-1] / ddp.world_size
+        if epoch == 1:
+            best_loss = first_loss if first_loss is not None else math.inf
         epoch_loss = sums["loss"] / max(counts["batches"], 1)
         if not math.isfinite(epoch_loss):
             raise diverged(epoch, "the loss became NaN/inf")
@@ -455,8 +496,8 @@ def _fit(
         epoch_times.append(now - t_epoch)
         record = {
             "epoch": epoch,
-            "train_energy_mae": sums["e"] / n,
-            "train_energy_mae_per_atom": sums["e_atom"] / n,
+            "train_energy_mae": sums["e"] / max(counts["images"], 1),
+            "train_energy_mae_per_atom": sums["e_atom"] / max(counts["images"], 1),
             "val_energy_mae": val_metrics["val_energy_mae"],
             "val_energy_mae_per_atom": val_metrics["val_energy_mae_per_atom"],
             "train_force_mae": sums["f"] / counts["f"] if counts["f"] else None,

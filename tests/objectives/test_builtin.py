@@ -96,3 +96,26 @@ def test_data_options_stream_files_and_keep_small_data_in_memory(water_file, tmp
     obj = get_objective("builtin", train=images[:12], val=images[12:], data="stream")
     with pytest.raises(ConfigError, match="train must be a file path"):
         obj.evaluate(params, 0.5, 1)
+
+
+def test_processes_train_each_trial_data_parallel_under_torchrun(water_file, tmp_path, monkeypatch):
+    from mfbo.errors import ConfigError
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("PYTHONPATH", ":".join(filter(None, [str(__import__("pathlib").Path.cwd()),
+                                                             __import__("os").environ.get("PYTHONPATH")])))
+    one = _objective(water_file, tmp_path).fit({"batch_size": 8}, 1.0, 3, test=False)
+    obj = _objective(water_file, tmp_path, processes=2)
+    assert obj.describe()["processes"] == 2
+    two = obj.fit({"batch_size": 4}, 1.0, 3, test=False)  # 2 processes x 4 = the steps of one at 8
+    assert two.extra["epochs"] == 3 and two.n_train == 16
+    for a, b in zip(one.curve, two.curve):
+        assert b["val_energy_mae_per_atom"] == pytest.approx(a["val_energy_mae_per_atom"], rel=1e-8)
+    out = pickle.loads(pickle.dumps(obj)).evaluate({"batch_size": 4}, 0.5, 2)  # what a study worker runs
+    assert len(out["curve"]) == 2 and out["metadata"]["n_train"] == 8
+    with pytest.raises(TrainingDiverged):  # rank 0's exception reaches the caller as itself
+        obj.evaluate({"lr": 1e8, "batch_size": 2}, 1.0, 30)
+    with pytest.raises(ConfigError, match="processes"):
+        _objective(water_file, tmp_path, processes=0)
+    with pytest.raises(ConfigError, match="on_epoch"):
+        obj.fit({}, 1.0, 1, on_epoch=print)
