@@ -319,6 +319,9 @@ def untransferable_settings(settings: Mapping[str, Any]) -> list[str]:
     if settings.get("keep_best", False):
         notes.append("keep_best: AMPTorch reloads the epoch with the best validation energy MAE at the end, "
                      "mfbo the one with the best validation score (energy and forces over their baselines)")
+    if settings.get("element_outputs", False):
+        notes.append("element_outputs: AMPTorch's SingleNN has one output unit shared by all elements, not one "
+                     "per element")
     if int(settings.get("early_stopping_patience", 0) or 0) > 0:
         notes.append(f"early_stopping_patience={settings['early_stopping_patience']}: AMPTorch trains every epoch")
     return notes

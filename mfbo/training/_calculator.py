@@ -68,7 +68,7 @@ class MfboCalculator(Calculator):
 
         with torch.no_grad():
             x = sp.packed.features * sp.row_mul + sp.row_add
-            atomic = network(x) * scale + self.model.target_scaler.reference(sp.packed.numbers, x.dtype)
+            atomic = network(x, sp.packed.numbers) * scale + self.model.target_scaler.reference(sp.packed.numbers, x.dtype)
             atomic = atomic + self.model.target_scaler.offset / len(self.atoms)
         self.results["energy"] = energy
         self.results["free_energy"] = energy

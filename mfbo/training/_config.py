@@ -72,6 +72,7 @@ NETWORK_HYPERPARAMETERS = (
     "activation",
     "batchnorm",
     "dropout",
+    "element_outputs",
     "lr",
     "weight_decay",
     "force_coefficient",
@@ -119,6 +120,9 @@ class TrainConfig:
             here: in a bulk cell whose atoms are all equivalent every feature column of a batch is
             constant, its variance 0, and the normalised outputs and their force derivatives blow up).
         dropout: dropout probability after every hidden activation (0 = off).
+        element_outputs: one output unit per training element on the shared hidden layers (Liu &
+            Kitchin's SingleNN) instead of AMPTorch's single output; the model then cannot be
+            exported to AMPTorch.
         batchnorm_stats: "auto" (batch statistics treated as constants in the gradient when forces
             are in the loss, so training forces match the eval-mode model's; standard otherwise),
             "standard" (AMPTorch: gradients through the batch statistics) or "detached".
@@ -169,6 +173,7 @@ class TrainConfig:
     activation: str = "tanh"
     batchnorm: bool = False
     dropout: float = 0.0
+    element_outputs: bool = False
     batchnorm_stats: str = "auto"
     lr: float = 5e-3
     weight_decay: float = 0.0
@@ -334,6 +339,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "feature_scaling": "normalize",
         "feature_range": (0.0, 1.0),
         "feature_scaling_per_element": True,
+        "element_outputs": False,
     },
 }
 
@@ -448,6 +454,8 @@ def config_from_hyperparameters(base: TrainConfig, params: Mapping[str, Any]) ->
             params[name] = value
     if "batchnorm" in params:
         params["batchnorm"] = bool(params["batchnorm"])
+    if "element_outputs" in params:
+        params["element_outputs"] = bool(params["element_outputs"])
     for name, value in params.items():
         if name in fields and name not in ("fp_scheme", "fp_params"):
             d[name] = value

@@ -109,7 +109,7 @@ def run_batch(
     n_atoms = packed.n_atoms[torch.as_tensor(list(images), device=atoms.device)]
     image_of_atom = torch.repeat_interleave(torch.arange(len(images), device=atoms.device), n_atoms)
     with torch.enable_grad() if (forces or create_graph) else torch.no_grad():
-        atomic = network(x)
+        atomic = network(x, packed.numbers[atoms])
         energy = torch.zeros(len(images), dtype=x.dtype, device=x.device).index_add(0, image_of_atom, atomic)
         force = None
         if forces:

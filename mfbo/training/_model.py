@@ -45,12 +45,20 @@ class SingleNN(nn.Module):
     Xavier-uniform weights and zero biases. The element enters only through the
     (valence-density-weighted) fingerprints.
 
+    With ``elements`` the hidden layers stay shared and the output layer has one unit per element
+    (the SingleNN of Liu & Kitchin, J. Phys. Chem. C 124, 17811 (2020)): an atom's energy is read
+    from its element's unit, so each element gets its own linear read-out of the shared features.
+    That gives the element back to the network where per-element feature scaling maps every
+    element's fingerprints onto the same range. An element outside ``elements`` reads the mean of
+    the units.
+
     Args:
         n_features: fingerprint length F.
         num_layers, num_nodes: hidden layers x width.
         activation: key of ``ACTIVATION_CLASSES``.
         batchnorm: BatchNorm1d after each hidden linear layer.
         dropout: dropout probability after each hidden activation.
+        elements: atomic numbers with an output unit each (None: one output shared by all).
     """
 
     def __init__(
@@ -61,6 +69,7 @@ class SingleNN(nn.Module):
         activation: str = "tanh",
         batchnorm: bool = True,
         dropout: float = 0.0,
+        elements=None,
     ):
         super().__init__()
         layers: list[nn.Module] = []
@@ -73,8 +82,14 @@ class SingleNN(nn.Module):
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
             width = num_nodes
-        layers.append(nn.Linear(width, 1))
+        self.elements = None if elements is None else sorted(int(z) for z in elements)
+        n_out = 1 if self.elements is None else len(self.elements)
+        layers.append(nn.Linear(width, n_out))
         self.net = nn.Sequential(*layers)
+        if self.elements is not None:
+            unit = torch.full((119,), -1, dtype=torch.long)
+            unit[torch.tensor(self.elements, dtype=torch.long)] = torch.arange(n_out)
+            self.register_buffer("unit_of_z", unit, persistent=False)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
@@ -89,6 +104,19 @@ class SingleNN(nn.Module):
             if isinstance(module, _BatchNorm):
                 module.detach_stats = bool(detach)
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        """Atomic outputs (scaled energy units), shape (n_atoms,), from scaled features (n_atoms, F)."""
-        return self.net(features).squeeze(-1)
+    def forward(self, features: torch.Tensor, numbers: torch.Tensor | None = None) -> torch.Tensor:
+        """Atomic outputs (scaled energy units), shape (n_atoms,).
+
+        Args:
+            features: (n_atoms, F) scaled fingerprints.
+            numbers: (n_atoms,) atomic numbers; needed only with per-element output units.
+        """
+        out = self.net(features)
+        if self.elements is None:
+            return out.squeeze(-1)
+        if numbers is None:
+            raise ValueError("this SingleNN has one output unit per element: pass the atoms' atomic numbers")
+        unit = self.unit_of_z.to(numbers.device)[numbers]
+        known = unit >= 0
+        picked = out.gather(1, unit.clamp(min=0).unsqueeze(1)).squeeze(1)
+        return torch.where(known, picked, out.mean(dim=1))

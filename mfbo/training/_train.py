@@ -268,7 +268,8 @@ def train(
         t_featurize, c_featurize = prepared.featurize_s, prepared.featurize_cpu_s
         n_features = prepared.n_features
         network = SingleNN(
-            n_features, config.num_layers, config.num_nodes, config.activation, config.batchnorm, config.dropout
+            n_features, config.num_layers, config.num_nodes, config.activation, config.batchnorm, config.dropout,
+            elements=prepared.elements if config.element_outputs else None,
         ).to(device=device, dtype=dtype)
         if ddp is not None:
             ddp.broadcast_parameters(network)

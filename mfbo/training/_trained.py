@@ -208,6 +208,7 @@ class TrainedModel:
                 config.activation,
                 config.batchnorm,
                 config.dropout,
+                elements=metadata["elements"] if config.element_outputs else None,
             ).to(dtype)
             state = {k[len("net/") :]: torch.from_numpy(v.copy()) for k, v in arrays.items() if k.startswith("net/")}
             network.load_state_dict(state)

@@ -43,3 +43,20 @@ def test_architecture_and_xavier_init(activation):
     bound = (6 / (20 + 10)) ** 0.5
     assert linears[0].weight.abs().max() <= bound
     assert any(isinstance(m, torch.nn.Dropout) for m in net.modules())
+
+
+def test_element_outputs_read_each_atom_from_its_elements_unit():
+    torch.manual_seed(0)
+    net = SingleNN(4, num_layers=1, num_nodes=3, elements=[8, 1]).double()
+    x = torch.randn(5, 4, dtype=torch.float64)
+    numbers = torch.tensor([1, 8, 8, 1, 29])  # Cu (29) has no unit: it reads the mean of the units
+    out = net(x, numbers)
+    hidden = net.net[:-1](x)
+    units = net.net[-1](hidden)  # columns in sorted element order: H (1), O (8)
+    expected = torch.stack([units[0, 0], units[1, 1], units[2, 1], units[3, 0], units[4].mean()])
+    torch.testing.assert_close(out, expected)
+    assert net.net[-1].out_features == 2 and net.elements == [1, 8]
+    with pytest.raises(ValueError, match="atomic numbers"):
+        net(x)
+    shared = SingleNN(4, num_layers=1, num_nodes=3).double()
+    assert shared(x, numbers).shape == (5,)  # one output for all: the numbers are not needed

@@ -100,3 +100,20 @@ def test_pickle_payload_is_never_executed(tmp_path):
     with pytest.raises(ModelFileError):
         TrainedModel.load(bad2)
     assert not marker.exists()
+
+
+def test_element_outputs_round_trip_and_are_named_untransferable_to_amptorch(water, tmp_path):
+    from mfbo.objectives._amptorch_config import untransferable_settings
+    from mfbo.training import TrainConfig, TrainedModel, train
+    from tests.training.conftest import SMALL_FP
+
+    cfg = TrainConfig(fp_params=SMALL_FP, num_layers=1, num_nodes=6, epochs=2, batch_size=4, lr=1e-2,
+                      element_outputs=True)
+    model = train(cfg, water[:8], water[30:33]).model
+    assert model.network.net[-1].out_features == 2  # H and O
+    loaded = TrainedModel.load(model.save(tmp_path / "m.npz"))
+    a, b = model.predict(water[33:36]), loaded.predict(water[33:36])
+    np.testing.assert_array_equal(a["energy"], b["energy"])
+    notes = untransferable_settings(cfg.to_dict())
+    assert any(n.startswith("element_outputs:") for n in notes)
+    assert not any(n.startswith("element_outputs:") for n in untransferable_settings(TrainConfig().to_dict()))
