@@ -130,14 +130,29 @@ def predict_pack(
     *,
     forces: bool,
     batch_size: int = 64,
+    share: tuple[int, int] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Energies (n,) in eV and forces (A, 3) in eV/A (or None) of every image, network in eval mode."""
+    """Energies (n,) in eV and forces (A, 3) in eV/A (or None) of every image, network in eval mode.
+
+    ``share = (k, m)`` computes only every m-th batch starting at the k-th and leaves zeros elsewhere:
+    the m processes of a data-parallel run each take a share and sum the results.
+    """
     was_training = network.training
     network.eval()
     energies, force_list = [], []
+    if share is not None:  # at least one batch per process
+        batch_size = max(1, min(batch_size, -(-sp.packed.n_images // share[1])))
     try:
-        for start in range(0, sp.packed.n_images, batch_size):
-            bsp, images = sp.batch(list(range(start, min(start + batch_size, sp.packed.n_images))))
+        for step, start in enumerate(range(0, sp.packed.n_images, batch_size)):
+            chunk = list(range(start, min(start + batch_size, sp.packed.n_images)))
+            if share is not None and step % share[1] != share[0]:
+                ref = sp.ref_energy
+                energies.append(torch.zeros(len(chunk), dtype=ref.dtype, device=ref.device))
+                if forces:
+                    n_atoms = int(sp.packed.n_atoms[chunk].sum())
+                    force_list.append(torch.zeros(n_atoms, 3, dtype=ref.dtype, device=ref.device))
+                continue
+            bsp, images = sp.batch(chunk)
             out = run_batch(network, bsp, images, forces=forces, create_graph=False)
             energies.append(out.energy * scale + bsp.ref_energy[images[0] : images[0] + len(images)])
             if forces:

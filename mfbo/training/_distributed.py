@@ -6,8 +6,9 @@ each epoch's shuffled batches are dealt out round-robin (process ``r`` trains ba
 and after every backward pass the gradients are averaged over the processes before the optimiser step,
 so the weights stay identical everywhere. One step therefore trains ``N`` batches at once: with equal
 batch sizes it is the step of one batch ``N`` times as large (an exact identity when the batches hold
-equally many atoms). Validation runs on every process (the same numbers everywhere, so early stopping
-and the best-epoch choice agree without messages); the training metrics of the curve are summed over
+equally many atoms). Each process predicts a share of the validation batches and the predictions are
+summed over the processes, so every process computes the same validation errors (early stopping and the
+best-epoch choice agree without further messages); the training metrics of the curve are summed over
 the processes.
 
 The gradients are reduced by hand (one flattened all-reduce per step) rather than through
@@ -115,6 +116,14 @@ class DistributedContext:
         t = torch.tensor(values, dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
         return [float(v) for v in t.tolist()]
+
+    def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
+        """The element-wise sum of ``tensor`` over the processes (a new tensor)."""
+        import torch.distributed as dist
+
+        out = tensor.detach().clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM)
+        return out
 
     def my_batches(self, batches: list[list[int]]) -> list[list[int]]:
         """This process's share of an epoch's batches: ``batches[rank::world_size]`` after the list is

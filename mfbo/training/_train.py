@@ -475,8 +475,12 @@ def _fit(
             )
         best_loss = min(best_loss, epoch_loss)
         energies, forces = predict_pack(
-            network, val_sp, scale, forces=forces_on and val_sp.packed.has_jacobian, batch_size=config.eval_batch_size
+            network, val_sp, scale, forces=forces_on and val_sp.packed.has_jacobian, batch_size=config.eval_batch_size,
+            share=None if ddp is None else (ddp.rank, ddp.world_size),
         )
+        if ddp is not None:  # each process predicted a share of the batches; the sum is every prediction
+            energies = ddp.sum_tensor(energies)
+            forces = None if forces is None else ddp.sum_tensor(forces)
         val_metrics = error_metrics(val_sp, energies, forces, prefix="val_")
         if not all(v is None or math.isfinite(v) for v in val_metrics.values()):
             raise diverged(epoch, "validation predictions became NaN/inf")
