@@ -58,8 +58,13 @@ class DistributedContext:
             return torch.device("cuda", self.local_rank)
         return device
 
-    def init(self, device: torch.device) -> None:
-        """Join the process group (once per process; torchrun's environment gives the rendezvous)."""
+    def init(self, device: torch.device) -> bool:
+        """Join the process group (torchrun's environment gives the rendezvous).
+
+        Returns:
+            True when this call created the group (close it with :meth:`close`), False when the
+            process had joined one already.
+        """
         import torch
         import torch.distributed as dist
 
@@ -67,11 +72,24 @@ class DistributedContext:
             if dist.get_world_size() != self.world_size:
                 raise ConfigError(f"torch.distributed is initialised with {dist.get_world_size()} processes, "
                                   f"but WORLD_SIZE is {self.world_size}")
-            return
+            return False
         backend = "nccl" if device.type == "cuda" else "gloo"
         if device.type == "cuda":
             torch.cuda.set_device(self.local_rank)
         dist.init_process_group(backend=backend, rank=self.rank, world_size=self.world_size)
+        return True
+
+    def close(self, barrier: bool = True) -> None:
+        """Leave the process group, after a barrier (so no process leaves while another still talks)
+        unless ``barrier`` is False."""
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            try:
+                if barrier:
+                    dist.barrier()
+            finally:
+                dist.destroy_process_group()
 
     def barrier(self) -> None:
         import torch.distributed as dist

@@ -248,11 +248,24 @@ def train(
     main = ddp is None or ddp.is_main
     progress = progress and main
     test = None if test_images is None or not main else _images(test_images, "test set", False)
-    device, dtype = _device(config), _dtype(config)
+    device = _device(config)
     if ddp is not None:
         device = ddp.device(device)
-        ddp.init(device)
+    # A process group this call creates is closed when it returns or raises (a process that exits with
+    # one open aborts in its destructor), so the next call, or the interpreter's exit, starts clean.
+    with contextlib.ExitStack() as stack:
+        if ddp is not None and ddp.init(device):
+            # after an error, no barrier: a process that is not failing too would wait there for ever
+            stack.push(lambda exc_type, exc, tb: ddp.close(barrier=exc_type is None))
+        return _train_run(config, train_images, val_images, data_fraction, n_epochs, test, cache, progress, data,
+                          on_epoch, ddp, device, t_start, c_start, forces_on)
 
+
+def _train_run(config, train_images, val_images, data_fraction, n_epochs, test, cache, progress, data, on_epoch,
+               ddp, device, t_start, c_start, forces_on) -> TrainResult:
+    """The body of :func:`train` once its arguments are checked and the process group (if any) joined."""
+    main = ddp is None or ddp.is_main
+    dtype = _dtype(config)
     with _threads(config.num_threads), torch.random.fork_rng(devices=[] if device.type == "cpu" else [device]):
         torch.manual_seed(config.seed)
         params = gmp_params_of(config)
@@ -434,7 +447,10 @@ def _fit(
                 loss = 0.5 * (loss_e + config.force_coefficient * loss_f)
             else:
                 loss = 0.5 * loss_e
-            if not torch.isfinite(loss):
+            if not torch.isfinite(loss) and ddp is None:
+                # data-parallel: the NaN reaches every process through the averaged gradients, and all of
+                # them stop together at the end of the epoch (one process raising alone would leave the
+                # others waiting in a collective)
                 raise diverged(epoch, "the loss became NaN/inf")
             if first_loss is None:
                 first_loss = float(loss.detach())
