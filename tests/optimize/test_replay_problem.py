@@ -105,10 +105,12 @@ def test_saved_fit_is_reused_and_a_stale_one_refitted(toy, tmp_path):
     assert ReplayProblem(records=path).optimum_value == pytest.approx(state["optimum_value"])
 
 
-@pytest.mark.skipif(not default_records("si").is_file(), reason="no committed mlearn Si record")
-def test_mlip_si_replays_the_recorded_runs_within_their_seed_spread():
-    p = get_problem("mlip_si", seed=0)
-    rec_path = default_records("si")
+@pytest.mark.parametrize("dataset", ["si", "mo"])
+def test_mlip_replays_the_recorded_runs_within_their_seed_spread(dataset):
+    if not default_records(dataset).is_file():
+        pytest.skip(f"no committed mlearn {dataset} record")
+    p = get_problem(f"mlip_{dataset}", seed=0)
+    rec_path = default_records(dataset)
     with gzip.open(rec_path, "rt") as fh:
         rec = json.load(fh)
     assert p.fit_state["digest"]  # the committed fit is used (no refit at construction)

@@ -138,6 +138,12 @@ def base_config(epochs: int) -> dict:
     return {"epochs": int(epochs), "num_threads": 1, "scheduler_step_size": max(1, int(epochs) // 3)}
 
 
+def _resolved_base(epochs: int) -> dict:
+    from mfbo.training import TrainConfig
+
+    return TrainConfig.from_dict(base_config(epochs)).to_dict()
+
+
 def load_dataset(name: str, files: tuple[str, str] | None = None) -> tuple[list, list]:
     """(training pool, test split) of a dataset, with forces; ``files`` = (train, test) paths override it."""
     import numpy as np
@@ -321,7 +327,10 @@ def compact(dataset: str, entries: list[dict], meta: dict, out: Path) -> dict:
             "space": SPACE, "design": {"kind": "scrambled Sobol", "seed": meta["design_seed"],
                                        "n_configs": meta["n_configs"]},
             "fractions": meta["fractions"], "seeds": meta["seeds"], "max_epochs": meta["epochs"],
-            "base_config": base_config(meta["epochs"]), "metrics": list(METRICS), "metric_units": METRIC_UNITS,
+            "base_config": base_config(meta["epochs"]),
+            # every TrainConfig field the runs had besides the design's: the trainer's defaults change
+            # over time, so the record keeps them (as the code that writes the record resolves them)
+            "train_config": _resolved_base(meta["epochs"]), "metrics": list(METRICS), "metric_units": METRIC_UNITS,
             "default_metric": DEFAULT_METRIC, "default_clock": "cpu",
             "cost_model": "cost(f, t) = featurize test + f x featurize pool + setup + sum(epoch_s[:t])",
             "generator": "analysis/benchmarks/mlip/record.py", "environment": meta.get("environment", {}),
