@@ -946,6 +946,8 @@ class MultiFidelityOptimizer:
             if idx != d["index"]:
                 raise OptimizerError(f"trial indices in the state are not contiguous at {d['index']}")
             meta = {k: v for k, v in d.get("metadata", {}).items() if k != "source"}
+            # every trial keeps what its proposal recorded (a running target trial's prediction, the effort)
+            opt._trials[idx].metadata.update(meta)
             if d["status"] == "completed":
                 opt.tell(idx, d["curve"], d["cost"], meta)
                 opt._trials[idx].epochs = d["epochs"]
