@@ -950,6 +950,17 @@ class _Driver:
                     self.opt.abandon(self.idx[key], reason)
                 except Exception as exc:  # the record is what matters; the optimiser is discarded next
                     self.log.warning("optimiser refused abandon(%d): %s", key, exc)
+        # A signal that lands inside _submit, after the store recorded the trial as running and before
+        # self.running holds it, leaves a row that was never handed to the launcher: abandon it too.
+        for row in self.store.trials("trial", light=True):
+            key = row["trial_id"]
+            if row["status"] != "running" or result_path(self.dir, key).is_file():
+                continue
+            if self.store.finish(key, status="abandoned", cost_ffe=0.0, cost_s=0.0, error=reason) and key in self.idx:
+                try:
+                    self.opt.abandon(self.idx[key], reason)
+                except Exception as exc:  # noqa: BLE001 - as above
+                    self.log.warning("optimiser refused abandon(%d): %s", key, exc)
         self._ax_dirty = True
         self._save_ax()
 
