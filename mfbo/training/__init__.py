@@ -33,6 +33,7 @@ from mfbo.training._data import (
     nested_subset_indices,
     split_train_val,
 )
+from mfbo.training._distributed import DistributedContext, distributed_from_env
 
 _LAZY = {
     "train": "mfbo.training._train",
@@ -78,6 +79,8 @@ __all__ = [
     "SingleNN",
     "FeatureScaler",
     "TargetScaler",
+    "DistributedContext",
+    "distributed_from_env",
     "TrainingDiverged",
     "ModelFileError",
 ]

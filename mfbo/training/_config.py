@@ -121,8 +121,8 @@ class TrainConfig:
             constant, its variance 0, and the normalised outputs and their force derivatives blow up).
         dropout: dropout probability after every hidden activation (0 = off).
         element_outputs: one output unit per training element on the shared hidden layers (Liu &
-            Kitchin's SingleNN) instead of AMPTorch's single output; the model then cannot be
-            exported to AMPTorch.
+            Kitchin's SingleNN) instead of AMPTorch's single output; ``mfbo export`` names it among the
+            settings AMPTorch does not honour.
         batchnorm_stats: "auto" (batch statistics treated as constants in the gradient when forces
             are in the loss, so training forces match the eval-mode model's; standard otherwise),
             "standard" (AMPTorch: gradients through the batch statistics) or "detached".

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from mfbo.errors import ConfigError
+
 __all__ = ["SingleNN", "ACTIVATION_CLASSES"]
 
 ACTIVATION_CLASSES = {"tanh": nn.Tanh, "silu": nn.SiLU, "gelu": nn.GELU, "softplus": nn.Softplus}
@@ -115,7 +117,7 @@ class SingleNN(nn.Module):
         if self.elements is None:
             return out.squeeze(-1)
         if numbers is None:
-            raise ValueError("this SingleNN has one output unit per element: pass the atoms' atomic numbers")
+            raise ConfigError("this SingleNN has one output unit per element: pass the atoms' atomic numbers")
         unit = self.unit_of_z.to(numbers.device)[numbers]
         known = unit >= 0
         picked = out.gather(1, unit.clamp(min=0).unsqueeze(1)).squeeze(1)
