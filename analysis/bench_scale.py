@@ -114,19 +114,23 @@ def _cpu_seconds() -> float:
     return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-class _LoadSampler:
-    """The 1-minute load average, read from /proc/loadavg every ``every`` seconds in a thread."""
+class _Sampler:
+    """Calls ``_sample()`` every ``every`` seconds in a thread while the ``with`` block runs; the
+    subclasses say what a sample is."""
 
-    def __init__(self, every: float = 1.0):
+    def __init__(self, every: float):
         import threading
 
-        self.samples: list[float] = []
+        self.samples: list = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
 
+    def _sample(self):
+        raise NotImplementedError
+
     def _run(self, every: float) -> None:
         while True:
-            self.samples.append(os.getloadavg()[0])
+            self.samples.append(self._sample())
             if self._stop.wait(every):
                 return
 
@@ -138,20 +142,26 @@ class _LoadSampler:
         self._stop.set()
         self._thread.join()
 
+
+class _LoadSampler(_Sampler):
+    """The 1-minute load average, read from /proc/loadavg every ``every`` seconds."""
+
+    def __init__(self, every: float = 1.0):
+        super().__init__(every)
+
+    def _sample(self) -> float:
+        return os.getloadavg()[0]
+
     def summary(self) -> dict:
         return {"mean": float(np.mean(self.samples)), "max": float(np.max(self.samples)), "n": len(self.samples)}
 
 
-class _RunnableSampler:
+class _RunnableSampler(_Sampler):
     """Every ``every`` seconds, whether this process's main thread and each of its spawned worker
     processes are runnable (state R: running or waiting for a CPU), read from /proc (Linux)."""
 
     def __init__(self, every: float = 0.05):
-        import threading
-
-        self.samples: list[tuple[bool, list[bool]]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, args=(every,), daemon=True)
+        super().__init__(every)
 
     @staticmethod
     def _state(stat_path: str) -> str | None:
@@ -161,32 +171,22 @@ class _RunnableSampler:
             return None
         return text[text.rindex(")") + 2]
 
-    def _run(self, every: float) -> None:
+    def _sample(self) -> tuple[bool, list[bool]]:
         me = os.getpid()
-        while not self._stop.is_set():
-            workers = []
-            for entry in os.listdir("/proc"):
-                if not entry.isdigit():
+        workers = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                text = Path(f"/proc/{entry}/stat").read_text()
+                if int(text[text.rindex(")") + 2 :].split()[1]) != me:
                     continue
-                try:
-                    text = Path(f"/proc/{entry}/stat").read_text()
-                    if int(text[text.rindex(")") + 2 :].split()[1]) != me:
-                        continue
-                    if b"spawn_main" not in Path(f"/proc/{entry}/cmdline").read_bytes():
-                        continue  # the resource tracker
-                except (OSError, ValueError):
-                    continue
-                workers.append(text[text.rindex(")") + 2] == "R")
-            self.samples.append((self._state(f"/proc/{me}/task/{me}/stat") == "R", workers))
-            self._stop.wait(every)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+                if b"spawn_main" not in Path(f"/proc/{entry}/cmdline").read_bytes():
+                    continue  # the resource tracker
+            except (OSError, ValueError):
+                continue
+            workers.append(text[text.rindex(")") + 2] == "R")
+        return self._state(f"/proc/{me}/task/{me}/stat") == "R", workers
 
     def summary(self) -> dict:
         n = max(len(self.samples), 1)
