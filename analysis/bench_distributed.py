@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,19 +30,11 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run(run_file: Path, out: Path, processes: int, env: dict) -> dict:
+    from mfbo.training._distributed import torchrun_command
+
     cli = ["-m", "mfbo.cli", "train", str(run_file), "-o", str(out), "--no-progress"]
-    if processes > 1:
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()), *cli]
-    else:
-        cmd = [sys.executable, *cli]
+    cmd = torchrun_command(processes, cli) if processes > 1 else [sys.executable, *cli]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
@@ -66,9 +57,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from mfbo.datasets import OC20_TRAIN_POOL
+    from mfbo.training._distributed import torchrun_env
 
     train = Path(args.train or OC20_TRAIN_POOL).resolve()
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env = torchrun_env()
     env.update(OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])))
     n, b = args.processes, args.batch_size
     sides = {f"1 process, batch {n * b}": (1, n * b), f"{n} processes, batch {b} each": (n, b),

@@ -12,24 +12,15 @@ from __future__ import annotations
 
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 from mfbo.errors import TrainingError
+from mfbo.training._distributed import torchrun_command, torchrun_env
 
 __all__ = ["run_distributed"]
-
-_ENV_DROP = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR", "MASTER_PORT",
-             "TORCHELASTIC_RUN_ID")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_distributed(objective, processes: int, params: dict, data_fraction: float, epochs, test) -> object:
@@ -44,12 +35,8 @@ def run_distributed(objective, processes: int, params: dict, data_fraction: floa
         with open(job / "job.pkl", "wb") as fh:
             pickle.dump({"objective": objective, "params": params, "data_fraction": data_fraction,
                          "epochs": epochs, "test": test}, fh)
-        env = {k: v for k, v in os.environ.items() if k not in _ENV_DROP}
-        env.setdefault("OMP_NUM_THREADS", "1")  # one thread per process unless the caller says otherwise
-        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
-               "--master-addr", "127.0.0.1", "--master-port", str(_free_port()),
-               "-m", "mfbo.objectives._distributed_trial", str(job)]
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        cmd = torchrun_command(processes, ["-m", "mfbo.objectives._distributed_trial", str(job)])
+        proc = subprocess.run(cmd, env=torchrun_env(), capture_output=True, text=True)
         out = job / "result.pkl"
         if out.is_file():
             with open(out, "rb") as fh:

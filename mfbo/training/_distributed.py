@@ -29,7 +29,11 @@ from mfbo.errors import ConfigError
 if TYPE_CHECKING:  # torch is imported where it is used, so reading the environment stays cheap
     import torch
 
-__all__ = ["DistributedContext", "distributed_from_env"]
+__all__ = ["DistributedContext", "distributed_from_env", "free_port", "torchrun_command", "torchrun_env"]
+
+# What torchrun sets in each process it starts; a process that launches a new group drops inherited ones.
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK", "MASTER_ADDR",
+                      "MASTER_PORT", "TORCHELASTIC_RUN_ID")
 
 
 @dataclass(frozen=True)
@@ -129,11 +133,8 @@ class DistributedContext:
     def sum_values(self, values: list[float], device: torch.device) -> list[float]:
         """Element-wise sums of ``values`` over the processes."""
         import torch
-        import torch.distributed as dist
 
-        t = torch.tensor(values, dtype=torch.float64, device=device)
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        return [float(v) for v in t.tolist()]
+        return [float(v) for v in self.sum_tensor(torch.tensor(values, dtype=torch.float64, device=device)).tolist()]
 
     def sum_tensor(self, tensor: torch.Tensor) -> torch.Tensor:
         """The element-wise sum of ``tensor`` over the processes (a new tensor)."""
@@ -175,3 +176,34 @@ def distributed_from_env(environ=None) -> DistributedContext | None:
     if not 0 <= rank < world:
         raise ConfigError(f"RANK={rank} is outside 0..{world - 1} (WORLD_SIZE={world})")
     return DistributedContext(rank=rank, world_size=world, local_rank=local)
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that is free now (the rendezvous of a group started on this node)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def torchrun_command(processes: int, args, port: int | None = None) -> list[str]:
+    """The command that starts ``processes`` copies of ``args`` on this node with torchrun.
+
+    Args:
+        processes: processes to start.
+        args: what each runs: ``["-m", "module", ...]`` or a script path and its arguments.
+        port: the rendezvous port on 127.0.0.1 (default: a free one).
+    """
+    import sys
+
+    return [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", str(processes),
+            "--master-addr", "127.0.0.1", "--master-port", str(free_port() if port is None else port), *args]
+
+
+def torchrun_env(environ=None) -> dict:
+    """``environ`` (default ``os.environ``) without torchrun's per-process variables, with one thread per
+    process unless ``OMP_NUM_THREADS`` says otherwise: the environment to start a new group from."""
+    env = {k: v for k, v in (os.environ if environ is None else environ).items() if k not in TORCHRUN_VARIABLES}
+    env.setdefault("OMP_NUM_THREADS", "1")
+    return env

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import textwrap
@@ -13,7 +12,13 @@ import numpy as np
 import pytest
 
 from mfbo.errors import ConfigError
-from mfbo.training._distributed import DistributedContext, distributed_from_env
+from mfbo.training._distributed import (
+    DistributedContext,
+    distributed_from_env,
+    free_port,
+    torchrun_command,
+    torchrun_env,
+)
 
 from .conftest import SMALL_FP, needs_fingerprints
 
@@ -33,15 +38,9 @@ RANK_SCRIPT = textwrap.dedent(
 )
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _torch_env(tmp_path, **extra) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()), **extra)
+    env = torchrun_env()
+    env.update(OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()), **extra)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [os.getcwd(), env.get("PYTHONPATH")]))
     return env
 
@@ -120,9 +119,8 @@ def test_torchrun_trains_one_model_that_rank_zero_writes(tmp_path, water):
     (tmp_path / "run.json").write_text(json.dumps(run))
     env = _torch_env(tmp_path)
     proc = subprocess.run(
-        [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc-per-node", "2",
-         "--master-addr", "127.0.0.1", "--master-port", env["MASTER_PORT"],
-         "-m", "mfbo.cli", "train", str(tmp_path / "run.json"), "-o", str(tmp_path / "out"), "--no-progress"],
+        torchrun_command(2, ["-m", "mfbo.cli", "train", str(tmp_path / "run.json"), "-o", str(tmp_path / "out"),
+                             "--no-progress"]),
         env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
