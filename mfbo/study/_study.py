@@ -800,10 +800,12 @@ class _Driver:
 
     def _submit(self, cand) -> None:
         trial_id = self.store.next_trial_id()
-        self.store.add_running(trial_id, cand.params, cand.data_fraction, cand.epochs)
+        # Held as running before the store records it: a signal anywhere from here on finds the trial in
+        # self.running, and _abandon_running closes its row (or finds none to close).
         self.idx[trial_id] = cand.trial_index
-        spec = self._spec(trial_id, cand.params, cand.data_fraction, cand.epochs)
         self.running[trial_id] = {"data_fraction": cand.data_fraction, "epochs": cand.epochs}
+        self.store.add_running(trial_id, cand.params, cand.data_fraction, cand.epochs)
+        spec = self._spec(trial_id, cand.params, cand.data_fraction, cand.epochs)
         self.launcher.submit(trial_id, _run_trial_fn(), spec, timeout=self.cfg.trial_timeout)
         self.log.info("trial %d submitted: fraction %.3g, %d epochs, %s", trial_id, cand.data_fraction,
                       cand.epochs, json.dumps(cand.params, default=str))
@@ -949,17 +951,6 @@ class _Driver:
                 try:
                     self.opt.abandon(self.idx[key], reason)
                 except Exception as exc:  # the record is what matters; the optimiser is discarded next
-                    self.log.warning("optimiser refused abandon(%d): %s", key, exc)
-        # A signal that lands inside _submit, after the store recorded the trial as running and before
-        # self.running holds it, leaves a row that was never handed to the launcher: abandon it too.
-        for row in self.store.trials("trial", light=True):
-            key = row["trial_id"]
-            if row["status"] != "running" or result_path(self.dir, key).is_file():
-                continue
-            if self.store.finish(key, status="abandoned", cost_ffe=0.0, cost_s=0.0, error=reason) and key in self.idx:
-                try:
-                    self.opt.abandon(self.idx[key], reason)
-                except Exception as exc:  # noqa: BLE001 - as above
                     self.log.warning("optimiser refused abandon(%d): %s", key, exc)
         self._ax_dirty = True
         self._save_ax()
