@@ -3,6 +3,8 @@
     PYTHONUNBUFFERED=1 python analysis/bench_scale.py --sizes 1000 2000 5000 --out analysis/scale_results/cpu.json
     PYTHONUNBUFFERED=1 python analysis/bench_scale.py --only-featurisation --sizes 1024 --feat-images 1024 \
         --feat-repeats 3 --out analysis/scale_results/featurisation.json
+    PYTHONUNBUFFERED=1 python analysis/bench_scale.py --only-subsets --sizes 640 \
+        --out analysis/scale_results/subset_featurisation.json
 
 OC20-like data are made from the bundled 569-image OC20 pool: image k is pool image k mod 569 with every
 atom displaced by a Gaussian of ``--rattle`` Å (0.02) per component, labels (energy, forces, FixAtoms)
@@ -34,6 +36,11 @@ What it measures, each in a fresh child process (``mfbo train``; peak RSS from `
    average is recorded beside each measurement: on a shared machine it decides the wall times.
 4. Reference: the in-memory path (``data_mode = "memory"``) at the smallest size: its peak RSS and epoch
    time beside the streamed run's.
+5. (``--only-subsets``) What a fidelity subset costs to featurise: in this process, one worker, the
+   stores a streamed run builds (validation first, then the pool in nested-subset order) for
+   fractions 0.1, 0.25, 0.5 and 1 in turn, each resuming the last, against a cold featurisation of
+   the whole file in file order (the baseline, measured in the same process): seconds and images
+   featurised per step, and the ratio of the cumulative seconds to the baseline's.
 """
 
 from __future__ import annotations
@@ -257,6 +264,56 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int =
     return out
 
 
+def subset_featurisation(path: Path, n_images: int, workdir: Path, shard_size: int = 32, seed: int = 1) -> dict:
+    """Seconds to featurise the nested fidelity subsets of the first ``n_images`` of ``path`` in the
+    order a streamed run needs them, against the whole file at once (see the module docstring, 5)."""
+    import torch
+    from ase.io import Trajectory, read
+
+    from mfbo.training import TrainConfig, nested_subset_indices, open_images, split_train_val
+    from mfbo.training._featurize import gmp_params_of
+    from mfbo.training._shards import build_shards
+    from mfbo.training._source import needed_first_order
+
+    sub = workdir / "subsets.traj"
+    with Trajectory(str(sub), "w") as traj:
+        for atoms in read(str(path), index=f":{n_images}"):
+            traj.write(atoms)
+    torch.set_num_threads(1)
+    params = gmp_params_of(TrainConfig())
+    images = open_images(sub)
+    pool, val = split_train_val(images, 0.1, seed)
+    order = needed_first_order(np.concatenate([val.indices, pool.indices[nested_subset_indices(len(pool), 1.0, seed)]]),
+                               images.file_length)
+    out: dict = {"n_images": n_images, "n_val": len(val), "n_pool": len(pool), "shard_size": shard_size,
+                 "load_average_before": os.getloadavg()}
+    for target in (workdir / "subset-whole", workdir / "subset-ordered"):
+        if target.exists():
+            shutil.rmtree(target)
+    t0 = time.perf_counter()
+    build_shards(images, params, workdir / "subset-whole", derivatives=True, require_forces=True, shard_size=shard_size)
+    whole = time.perf_counter() - t0
+    out["whole_file_s"] = whole
+    print(f"whole file in file order: {n_images} images in {whole:.1f} s (the baseline)", flush=True)
+    steps, total = [], 0.0
+    for fraction in (0.1, 0.25, 0.5, 1.0):
+        ids = pool.indices[nested_subset_indices(len(pool), fraction, seed)]
+        t0 = time.perf_counter()
+        store = build_shards(images, params, workdir / "subset-ordered", derivatives=True, require_forces=True,
+                             shard_size=shard_size, order=order, needed=np.concatenate([val.indices, ids]))
+        dt = time.perf_counter() - t0
+        total += dt
+        row = {"fraction": fraction, "n_train": len(ids), "images_on_disk": int(store.built.sum()), "seconds": dt,
+               "cumulative_s": total, "cumulative_over_whole": total / whole}
+        steps.append(row)
+        print(f"fraction {fraction:<4}: {len(ids):>4} training + {len(val)} validation images needed, "
+              f"{row['images_on_disk']:>4} on disk, {dt:5.1f} s (cumulative {total:.1f} s = "
+              f"{total / whole:.2f}x the whole file)", flush=True)
+    out["steps"] = steps
+    out["load_average_after"] = os.getloadavg()
+    return out
+
+
 def _cpu_now() -> float:
     """User + system CPU seconds of the calling process (run in a worker)."""
     import resource
@@ -314,7 +371,7 @@ def jacobian_read_vs_recompute(path: Path, store_dir: Path, batches: int = 8, ba
     images = open_images(path)
     params = gmp_params_of(TrainConfig())
     rng = np.random.default_rng(1)
-    ids = [rng.choice(store.n_images, size=batch, replace=False) for _ in range(batches)]
+    ids = [rng.choice(np.flatnonzero(store.built), size=batch, replace=False) for _ in range(batches)]
     t0 = time.perf_counter()
     for group in ids:
         store.features_of(group)
@@ -341,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feat-repeats", type=int, default=1, help="repeats of the 1 vs 2 process featurisation")
     ap.add_argument("--feat-shard-size", type=int, default=32, help="images per shard in the 1 vs 2 process run")
     ap.add_argument("--only-featurisation", action="store_true", help="measure 1 vs 2 processes only")
+    ap.add_argument("--only-subsets", action="store_true",
+                    help="measure the featurisation of nested fidelity subsets only (first --sizes[-1] images)")
     args = ap.parse_args(argv)
     import torch
 
@@ -366,6 +425,15 @@ def main(argv: list[str] | None = None) -> int:
         make_dataset(data, n_file, args.rattle)
         print(f"wrote {n_file} rattled OC20 images to {data} in {time.perf_counter() - t0:.0f} s", flush=True)
 
+    if args.only_subsets:
+        report["subset_featurisation"] = subset_featurisation(data, sizes[-1], workdir, args.feat_shard_size)
+        if args.out:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+            Path(args.out).write_text(json.dumps(report, indent=1))
+            print(f"wrote {args.out}")
+        if tmp is not None:
+            tmp.cleanup()
+        return 0
     report["featurisation"] = featurisation_speed(data, args.feat_images, workdir, args.feat_repeats,
                                                   args.feat_shard_size)
     report["worker_startup"] = worker_startup(workdir / "feat.traj", workdir, shard_size=args.feat_shard_size)
@@ -382,13 +450,14 @@ def main(argv: list[str] | None = None) -> int:
     run = {"train": str(data), "val_fraction": val_fraction, "data_mode": "stream", "shard_dir": str(shard_dir),
            "featurize_workers": 2, "num_threads": 1}
     t0 = time.perf_counter()
-    cold = run_train(workdir, run, "featurise", sizes[0] / (n_file - round(val_fraction * n_file)))
+    # A streamed run featurises the images it needs: the largest size's run covers every size's.
+    cold = run_train(workdir, run, "featurise", sizes[-1] / (n_file - round(val_fraction * n_file)))
     report["featurise_whole_file"] = {"seconds_incl_training": time.perf_counter() - t0,
                                       "peak_rss_bytes": cold["peak_rss_bytes"],
                                       "featurize_s": cold["record"]["timings"]["featurize"]}
     print(f"featurised {n_file} images into shards (2 processes) in {cold['record']['timings']['featurize']:.0f} s; "
           f"peak RSS of that run {cold['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
-    store_dirs = [p for p in shard_dir.glob("*/*-jac") if p.is_dir()]
+    store_dirs = [p for p in shard_dir.glob("*/*-jac*") if p.is_dir()]
     report["jacobian"] = jacobian_read_vs_recompute(data, store_dirs[0])
 
     n_pool = n_file - round(val_fraction * n_file)

@@ -76,11 +76,11 @@ def _fmt(value, digits=4):
     return str(value)
 
 
-def unseen_elements_of(labels, images) -> list[str]:
-    """Chemical symbols in ``images`` that no image of the LabelSet ``labels`` contains (sorted)."""
+def unseen_elements_of(numbers, images) -> list[str]:
+    """Chemical symbols in ``images`` that no array of atomic numbers in ``numbers`` contains (sorted)."""
     from ase.data import chemical_symbols
 
-    seen = {int(z) for numbers in labels.numbers for z in numbers}
+    seen = {int(z) for per_image in numbers for z in per_image}
     other = {int(z) for a in images for z in a.get_atomic_numbers()}
     return [chemical_symbols[z] for z in sorted(other - seen)]
 
@@ -205,8 +205,8 @@ def _handler(args) -> int:
         else:
             from mfbo.training._source import stored_labels
 
-            seen = stored_labels([pool, val], config, data_options, cache)
-            unseen = unseen_elements_of(stored_labels([pool], config, data_options, cache), test)
+            seen = stored_labels([pool, val])
+            unseen = unseen_elements_of(seen.numbers[: len(pool)], test)  # the pool's images come first
         test_baselines = baseline_metrics(seen, test)
         record.update(
             test_baselines=test_baselines,

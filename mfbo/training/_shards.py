@@ -17,6 +17,13 @@ leaves complete shards and nothing half-written; the next call computes only the
 store lives in ``ROOT/<fingerprint parameters key>/<file key>-jac`` (``-fp`` without Jacobians),
 where the file key covers the file's path, size and modification time.
 
+A store may lay the file out in another ``order`` (a permutation of its images, kept as
+``order.npy``; the directory name then carries the order's digest) and hold only the shards that
+some images ``needed`` fall in. The trainer orders a pool file as the images a run needs first:
+the validation images, then the training pool in its nested-subset order, so a run on a fraction
+of the data featurises that fraction (and the validation set) and a larger fraction adds only the
+shards beyond it.
+
 :class:`ShardSet` opens a finished store: labels (a few tens of bytes per atom) are held in memory;
 features and Jacobians stay on disk and are read per batch with ``pread`` into fresh buffers, so the
 process's resident memory does not grow with the dataset (memory maps would count every page an
@@ -45,9 +52,18 @@ DEFAULT_SHARD_SIZE = 64
 _FORMAT_VERSION = 1
 
 
-def shard_directory(root, params, images: ImageFile, derivatives: bool) -> Path:
-    """Where the shards of ``images``' file for ``params`` live under ``root``."""
-    return Path(root) / params.cache_key()[:32] / f"{source_key(images)}-{'jac' if derivatives else 'fp'}"
+def order_key(order) -> str:
+    """Short digest of an image order (the part of a store's directory name that names it)."""
+    import hashlib
+
+    return hashlib.sha256(np.ascontiguousarray(order, dtype=np.int64).tobytes()).hexdigest()[:12]
+
+
+def shard_directory(root, params, images: ImageFile, derivatives: bool, order=None) -> Path:
+    """Where the shards of ``images``' file for ``params`` (laid out in ``order``) live under ``root``."""
+    kind = "jac" if derivatives else "fp"
+    name = f"{source_key(images)}-{kind}" if order is None else f"{source_key(images)}-{kind}-o{order_key(order)}"
+    return Path(root) / params.cache_key()[:32] / name
 
 
 def _featurize(images, params, derivatives):
@@ -60,30 +76,30 @@ def _shard_name(k: int) -> str:
     return f"shard-{k:05d}"
 
 
-def _write_shard(reader: ImageFile, start: int, stop: int, params, derivatives: bool, require_forces: bool,
-                 target: Path) -> int:
-    """Featurise file images [start, stop) and write them as shard directory ``target``.
+def _write_shard(reader: ImageFile, ids, params, derivatives: bool, require_forces: bool, target: Path) -> int:
+    """Featurise the file images ``ids`` (in that order) and write them as shard directory ``target``.
 
     Returns the number of images written (0 when another process finished the shard first).
     """
-    images = [reader.read_file_image(i) for i in range(start, stop)]
+    ids = [int(i) for i in ids]
+    images = [reader.read_file_image(i) for i in ids]
     where = f"dataset {reader.path}"
     energies = []
     forces = []
-    for k, atoms in enumerate(images):
+    for i, atoms in zip(ids, images):
         if len(atoms) == 0:
-            raise DataError(f"{where}: image {start + k} has no atoms")
+            raise DataError(f"{where}: image {i} has no atoms")
         energy = image_energy(atoms)
         if energy is None:
             raise DataError(
-                f"{where}: image {start + k} has no energy; every training image needs a DFT total energy "
+                f"{where}: image {i} has no energy; every training image needs a DFT total energy "
                 "(attach a SinglePointCalculator)"
             )
         energies.append(energy)
         f = image_forces(atoms)
         if f is None and require_forces:
             raise DataError(
-                f"{where}: image {start + k} has no forces; train with get_forces=False or supply forces on every image"
+                f"{where}: image {i} has no forces; train with get_forces=False or supply forces on every image"
             )
         forces.append(f)
     fps = _featurize(images, params, derivatives)
@@ -127,7 +143,7 @@ def _write_shard(reader: ImageFile, start: int, stop: int, params, derivatives: 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return stop - start
+    return len(ids)
 
 
 # Per worker process: what every task of the featurisation shares, set once by the initializer,
@@ -149,11 +165,11 @@ def _worker_ready() -> int:
     return os.getpid()
 
 
-def _worker_write(start: int, stop: int, target: str) -> int:
-    """A worker's task: shard [start, stop) of the file named at start-up, read with its own reader."""
+def _worker_write(ids, target: str) -> int:
+    """A worker's task: the shard of file images ``ids`` of the file named at start-up, read with its own reader."""
     if _WORKER["reader"] is None:
         _WORKER["reader"] = ImageFile(Path(_WORKER["path"]))
-    return _write_shard(_WORKER["reader"], start, stop, _WORKER["params"], _WORKER["derivatives"],
+    return _write_shard(_WORKER["reader"], ids, _WORKER["params"], _WORKER["derivatives"],
                         _WORKER["require_forces"], Path(target))
 
 
@@ -222,11 +238,13 @@ def build_shards(
     workers: int = 1,
     shard_size: int = DEFAULT_SHARD_SIZE,
     progress: bool = False,
+    order=None,
+    needed=None,
 ) -> ShardSet:
-    """Featurise every image of ``images``' file into shards under ``root`` (resuming), and open them.
+    """Featurise the images of ``images``' file into shards under ``root`` (resuming), and open them.
 
     Args:
-        images: the file (any view of it: the whole file is sharded, views index into it).
+        images: the file (any view of it: the file is sharded, views index into it).
         params: GMPParams.
         root: shard store root directory.
         derivatives: also store the Jacobians (needed for forces).
@@ -236,6 +254,10 @@ def build_shards(
             (one torch thread each), all taking shards from one queue.
         shard_size: images per shard (a store keeps the shard size it was started with).
         progress: a bar on a terminal, else a plain line on stderr every 10 s.
+        order: ``(n,)`` permutation of the file's image indices: shard k holds images
+            ``order[k * shard_size:(k + 1) * shard_size]`` (default: file order).
+        needed: file image indices that must be featurised; only the shards holding them are
+            computed (default: every image).
 
     Raises:
         DataError: an image lacks an energy (or forces), or cannot be read; names file and image.
@@ -245,9 +267,15 @@ def build_shards(
         raise ConfigError(f"workers={workers!r} must be at least 1")
     if int(shard_size) < 1:
         raise ConfigError(f"shard_size={shard_size!r} must be at least 1")
-    directory = shard_directory(root, params, images, derivatives)
-    directory.mkdir(parents=True, exist_ok=True)
     n = images.file_length
+    if order is not None:
+        order = np.asarray(order, dtype=np.int64)
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ConfigError(f"order must be a permutation of the {n} images of {images.path}")
+        if np.array_equal(order, np.arange(n)):
+            order = None  # file order: the plain store
+    directory = shard_directory(root, params, images, derivatives, order)
+    directory.mkdir(parents=True, exist_ok=True)
     manifest_path = directory / "manifest.json"
     if manifest_path.is_file():
         manifest = json.loads(manifest_path.read_text())
@@ -263,42 +291,60 @@ def build_shards(
             "params_key": params.cache_key(),
             "fp_scheme": params.fp_scheme,
             "fp_params": params.to_fp_params(),
+            "ordered": order is not None,
         }
+        if order is not None:
+            tmp_order = directory / f".order-{os.getpid()}.npy"
+            np.save(tmp_order, order)
+            os.replace(tmp_order, directory / "order.npy")
         tmp = directory / f".manifest-{os.getpid()}"
         tmp.write_text(json.dumps(manifest, indent=1))
         os.replace(tmp, manifest_path)
     _clean_stale(directory)
+    layout = order if order is not None else np.arange(n, dtype=np.int64)
     bounds = [(s, min(s + shard_size, n)) for s in range(0, n, shard_size)]
-    todo = [k for k in range(len(bounds)) if not (directory / _shard_name(k) / "features.npy").is_file()]
-    done_images = n - sum(bounds[k][1] - bounds[k][0] for k in todo)
+    if needed is None:
+        wanted = range(len(bounds))
+    else:
+        position = np.empty(n, dtype=np.int64)
+        position[layout] = np.arange(n)
+        needed = np.asarray(needed, dtype=np.int64).reshape(-1)
+        if needed.size and (needed.min() < 0 or needed.max() >= n):
+            raise ConfigError(f"needed images lie outside the {n} images of {images.path}")
+        wanted = sorted(set((position[needed] // shard_size).tolist()))
+    todo = [k for k in wanted if not (directory / _shard_name(k) / "features.npy").is_file()]
+    total = sum(bounds[k][1] - bounds[k][0] for k in wanted)
+    done_images = total - sum(bounds[k][1] - bounds[k][0] for k in todo)
     if progress:
         print(
-            f"fingerprints: {len(bounds) - len(todo)} of {len(bounds)} shards of {images.path.name} already on disk"
+            f"fingerprints: {len(wanted) - len(todo)} of "
+            + (f"the {len(wanted)} needed shards (of {len(bounds)})" if len(wanted) < len(bounds) else f"{len(bounds)} shards")
+            + f" of {images.path.name} already on disk"
             + (f"; computing {len(todo)} with {min(workers, len(todo))} process(es)" if todo else ""),
             file=sys.stderr,
             flush=True,
         )
     if todo:
-        bar = _Progress(n, done_images, progress)
+        bar = _Progress(total, done_images, progress)
         try:
-            tasks = [(bounds[k][0], bounds[k][1], directory / _shard_name(k)) for k in todo]
+            tasks = [(layout[bounds[k][0]:bounds[k][1]].tolist(), directory / _shard_name(k)) for k in todo]
             import multiprocessing
 
             if workers == 1 or len(todo) == 1 or multiprocessing.current_process().daemon:
                 # (A daemonic process, such as a Dask worker's, may not start children.)
-                for start, stop, target in tasks:
-                    _write_shard(images, start, stop, params, derivatives, require_forces, target)
-                    bar.update(stop - start)
+                for ids, target in tasks:
+                    _write_shard(images, ids, params, derivatives, require_forces, target)
+                    bar.update(len(ids))
             else:
                 _run_shared(images, params, derivatives, require_forces, tasks, min(workers, len(todo)), bar)
         finally:
             bar.close()
-    return ShardSet(directory)
+    return ShardSet(directory, needed=[k for k in wanted])
 
 
 def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bool, tasks, workers: int,
                 bar: _Progress) -> None:
-    """Write the shards ``tasks`` ((start, stop, target) each) in this process and ``workers - 1``
+    """Write the shards ``tasks`` ((file image ids, target) each) in this process and ``workers - 1``
     spawned ones, all taking the next shard from one queue when they finish their last.
 
     This process starts featurising at once, with one torch thread (restored afterwards); each
@@ -332,7 +378,7 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
         with lock:
             state["in_flight"] -= 1
             if exc is None:
-                bar.update(task[1] - task[0])
+                bar.update(len(task[0]))
             else:
                 errors.append(exc)
                 state["stop"] = True
@@ -351,7 +397,7 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
             state["ready"] += 1
         while (task := take()) is not None:
             try:
-                pool.submit(_worker_write, task[0], task[1], str(task[2])).result()
+                pool.submit(_worker_write, task[0], str(task[1])).result()
             except BaseException as exc:
                 finish(task, exc)
                 return
@@ -372,7 +418,7 @@ def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bo
         try:
             while (task := take()) is not None:
                 try:
-                    _write_shard(images, task[0], task[1], params, derivatives, require_forces, task[2])
+                    _write_shard(images, task[0], params, derivatives, require_forces, task[1])
                 except BaseException as exc:
                     finish(task, exc)
                     raise
@@ -415,61 +461,104 @@ def _npy_layout(path: Path) -> tuple[int, np.dtype, tuple]:
 @dataclass
 class _Shard:
     path: Path
-    start: int
+    start: int  # position of its first image in the store's order
     atom_offsets: np.ndarray
     pair_offsets: np.ndarray | None
     layouts: dict
 
 
 class ShardSet:
-    """A finished shard store, opened for reading.
+    """A shard store, opened for reading (every shard on disk, or the ones ``needed``).
+
+    Args:
+        directory: the store.
+        needed: indices of the shards that must be on disk (default: all; a missing one raises
+            :class:`DataError`). Shards on disk beyond them are opened too; images in shards that are
+            not on disk have no labels here and raise :class:`DataError` when read.
 
     Attributes:
         directory: the store.
         n_images: images of the file.
         n_features: fingerprint length F.
         has_jacobian: Jacobians are stored.
-        energies: (n,) eV; natoms: (n,) atoms per image; atom_start: (n+1,) global atom offsets.
-        numbers: (A,) int64; free: (A,) bool; forces: (A, 3) eV/Å or None (labels of all atoms).
+        built: (n,) bool, images whose shard is on disk.
+        energies: (n,) eV (NaN where not built); natoms: (n,) atoms per image (0 where not built);
+            atom_start: (n+1,) global atom offsets in file order.
+        numbers: (A,) int64; free: (A,) bool; forces: (A, 3) eV/Å or None (labels of the built
+            images' atoms, in file order).
     """
 
-    def __init__(self, directory):
+    def __init__(self, directory, needed=None):
         self.directory = Path(directory)
         try:
             manifest = json.loads((self.directory / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
             raise DataError(f"shard store {self.directory} has no readable manifest.json ({exc}); delete it") from None
         self.manifest = manifest
-        self.n_images = int(manifest["n_images"])
+        n = self.n_images = int(manifest["n_images"])
         self.n_features = int(manifest["n_features"])
         self.has_jacobian = bool(manifest["derivatives"])
-        size = int(manifest["shard_size"])
-        self.shards: list[_Shard] = []
-        energies, numbers, free, forces = [], [], [], []
-        for k, start in enumerate(range(0, self.n_images, size)):
+        size = self.shard_size = int(manifest["shard_size"])
+        if manifest.get("ordered"):
+            try:
+                layout = np.load(self.directory / "order.npy")
+            except (OSError, ValueError) as exc:
+                raise DataError(f"shard store {self.directory} has no readable order.npy ({exc}); delete it") from None
+        else:
+            layout = np.arange(n, dtype=np.int64)
+        n_shards = -(-n // size)
+        required = range(n_shards) if needed is None else needed
+        for k in required:
+            if not (self.directory / _shard_name(k) / "features.npy").is_file():
+                raise DataError(f"shard store {self.directory} lacks {_shard_name(k)}; featurise again to complete it")
+        self.shards: dict[int, _Shard] = {}
+        self.position = np.full(n, -1, dtype=np.int64)
+        self.natoms = np.zeros(n, dtype=np.int64)
+        self.energies = np.full(n, np.nan)
+        parts = []
+        for k in range(n_shards):
             path = self.directory / _shard_name(k)
             if not (path / "features.npy").is_file():
-                raise DataError(f"shard store {self.directory} lacks {path.name}; featurise again to complete it")
+                continue
+            start = k * size
 
             def load(name, path=path):
                 return np.load(path / f"{name}.npy")
 
             layouts = {name: _npy_layout(path / f"{name}.npy") for name in ("features", "pair_i", "pair_j", "dfeatures")
                        if (path / f"{name}.npy").is_file()}
-            self.shards.append(
-                _Shard(path, start, load("atom_offsets"), load("pair_offsets") if self.has_jacobian else None, layouts)
-            )
-            energies.append(load("energies"))
-            numbers.append(load("numbers"))
-            free.append(load("free"))
-            forces.append(load("forces") if (path / "forces.npy").is_file() else None)
-        self.shard_size = size
-        self.energies = np.concatenate(energies)
-        self.numbers = np.concatenate(numbers)
-        self.free = np.concatenate(free)
-        self.forces = None if any(f is None for f in forces) else np.concatenate(forces)
-        self.natoms = np.concatenate([np.diff(s.atom_offsets) for s in self.shards])
+            shard = _Shard(path, start, load("atom_offsets"), load("pair_offsets") if self.has_jacobian else None,
+                           layouts)
+            self.shards[k] = shard
+            ids = layout[start:min(start + size, n)]
+            self.position[ids] = np.arange(start, start + len(ids))
+            self.natoms[ids] = np.diff(shard.atom_offsets)
+            self.energies[ids] = load("energies")
+            forces = load("forces") if (path / "forces.npy").is_file() else None
+            parts.append((ids, load("numbers"), load("free"), forces))
+        self.built = self.position >= 0
         self.atom_start = np.concatenate([[0], np.cumsum(self.natoms)]).astype(np.int64)
+        # Labels in file order: each shard's atoms go to their images' places.
+        total = int(self.atom_start[-1])
+        self.numbers = np.zeros(total, dtype=np.int64)
+        self.free = np.zeros(total, dtype=bool)
+        have_forces = bool(parts) and all(f is not None for *_, f in parts)
+        self.forces = np.zeros((total, 3)) if have_forces else None
+        for ids, numbers, free, forces in parts:
+            dest = self.atom_ids(ids)
+            self.numbers[dest] = numbers
+            self.free[dest] = free
+            if self.forces is not None:
+                self.forces[dest] = forces
+
+    def _locate(self, g: int) -> tuple[_Shard, int]:
+        """The shard holding file image ``g`` and its index within that shard."""
+        p = int(self.position[g])
+        if p < 0:
+            raise DataError(f"image {g} is not featurised in shard store {self.directory}; build_shards(..., "
+                            "needed=...) must include it")
+        shard = self.shards[p // self.shard_size]
+        return shard, p - shard.start
 
     def _rows(self, shard: _Shard, name: str, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows [r0, r1) of one of a shard's arrays, read into ``out`` (or a new array)."""
@@ -498,8 +587,7 @@ class ShardSet:
             raise DataError(f"shard store {self.directory} holds no Jacobians")
         spans = []
         for g in ids:
-            shard = self.shards[g // self.shard_size]
-            local = g - shard.start
+            shard, local = self._locate(int(g))
             spans.append((shard, int(shard.pair_offsets[local]), int(shard.pair_offsets[local + 1])))
         counts = np.array([b - a for _, a, b in spans], dtype=np.int64)
         offsets = np.zeros(len(spans) + 1, dtype=np.int64)
@@ -524,6 +612,9 @@ class ShardSet:
         """Global atom indices of the images ``ids``, in order."""
         if len(ids) == 0:
             return np.zeros(0, dtype=np.int64)
+        ids = np.asarray(ids, dtype=np.int64)
+        if not self.built[ids].all():
+            self._locate(int(ids[~self.built[ids]][0]))  # raises, naming the image
         return np.concatenate([np.arange(self.atom_start[g], self.atom_start[g + 1]) for g in ids])
 
     def features_of(self, ids) -> np.ndarray:
@@ -531,8 +622,7 @@ class ShardSet:
         return np.concatenate([self._image_rows(g, "features") for g in ids]) if len(ids) else np.zeros((0, self.n_features))
 
     def _image_rows(self, g: int, name: str) -> np.ndarray:
-        shard = self.shards[g // self.shard_size]
-        local = g - shard.start
+        shard, local = self._locate(int(g))
         offsets = shard.atom_offsets if name == "features" else shard.pair_offsets
         return self._rows(shard, name, int(offsets[local]), int(offsets[local + 1]))
 
@@ -547,7 +637,11 @@ class ShardSet:
         )
 
     def shard_ranges(self, ids) -> list[np.ndarray]:
-        """``ids`` grouped by shard (each group in increasing order): for reading a subset shard by shard."""
-        ids = np.sort(np.asarray(ids, dtype=np.int64))
-        cuts = np.searchsorted(ids, [s.start for s in self.shards[1:]])
+        """``ids`` grouped by shard (each group in the store's order): for reading a subset shard by shard."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and not self.built[ids].all():
+            self._locate(int(ids[~self.built[ids]][0]))  # raises, naming the image
+        pos = self.position[ids]
+        ids, pos = ids[np.argsort(pos, kind="stable")], np.sort(pos)
+        cuts = np.flatnonzero(np.diff(pos // self.shard_size)) + 1
         return [g for g in np.split(ids, cuts) if len(g)]

@@ -8,7 +8,9 @@
 * ``"stream"``: fingerprints, Jacobians and labels featurised once into shards on disk
   (:mod:`mfbo.training._shards`, parallel over processes, resumable), labels of the used images in
   memory (a few tens of bytes per atom), features and Jacobians read batch by batch. The fidelity
-  subset and the validation set are index arrays into the shards.
+  subset and the validation set are index arrays into the shards; the store lays a file out as runs
+  need it (validation, then the pool in nested-subset order) and a run computes only the shards that
+  hold its images, so a small fraction of a large pool featurises that fraction.
 * ``"auto"`` (default): streams when the images come from files (paths or
   :func:`~mfbo.training.open_images` views) and the in-memory estimate exceeds ``memory_limit_gb``.
 
@@ -28,12 +30,19 @@ import torch
 from mfbo.errors import ConfigError, DataError
 from mfbo.training._baselines import LabelSet
 from mfbo.training._core import ScaledPack
-from mfbo.training._data import load_images, nested_subset, nested_subset_indices
+from mfbo.training._data import (
+    free_atom_mask,
+    image_energy,
+    image_forces,
+    load_images,
+    nested_subset,
+    nested_subset_indices,
+)
 from mfbo.training._featurize import featurize_images
 from mfbo.training._images import ImageFile, open_images, source_key
 from mfbo.training._packed import PackedImages, pack_images
 from mfbo.training._scaling import FeatureScaler, TargetScaler
-from mfbo.training._shards import DEFAULT_SHARD_SIZE, ShardSet, build_shards
+from mfbo.training._shards import DEFAULT_SHARD_SIZE, ShardSet, build_shards, shard_directory
 
 __all__ = [
     "DataOptions",
@@ -296,17 +305,23 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
     root = _shard_root(options, cache)
     workers = options.workers or _default_workers()
     t0, c0 = time.perf_counter(), time.process_time()
-    stores = {}
-    for view in (pool, val):
-        key = source_key(view)
-        if key not in stores:
-            stores[key] = build_shards(
-                view, params, root, derivatives=forces_on, require_forces=forces_on, workers=workers,
-                shard_size=options.shard_size, progress=progress,
-            )
+    ids = pool.indices[nested_subset_indices(len(pool), data_fraction, config.seed)]
+    # Per file: the images in the order runs need them (validation, then the pool's nested-subset
+    # order) and the ones this run needs, so a fraction of the data featurises only that fraction.
+    plans: dict[str, tuple] = {}
+    for view, first, needed in ((val, val.indices, val.indices),
+                                (pool, pool.indices[nested_subset_indices(len(pool), 1.0, config.seed)], ids)):
+        _, firsts, needs = plans.setdefault(source_key(view), (view, [], []))
+        firsts.append(first)
+        needs.append(needed)
+    stores = {
+        key: _open_store(view, params, root, derivatives=forces_on, first=np.concatenate(firsts),
+                         needed=np.concatenate(needs), workers=workers, shard_size=options.shard_size,
+                         progress=progress)
+        for key, (view, firsts, needs) in plans.items()
+    }
     t_featurize, c_featurize = time.perf_counter() - t0, time.process_time() - c0
     train_store, val_store = stores[source_key(pool)], stores[source_key(val)]
-    ids = pool.indices[nested_subset_indices(len(pool), data_fraction, config.seed)]
     numbers = train_store.numbers[train_store.atom_ids(ids)]
     elements = np.unique(numbers)
 
@@ -338,23 +353,46 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
     )
 
 
-def stored_labels(views, config, options, cache) -> LabelSet:
-    """The labels of several :func:`open_images` views, read from their (finished) shard stores."""
-    from mfbo.training._featurize import gmp_params_of
+def needed_first_order(first, n: int) -> np.ndarray:
+    """``(n,)`` permutation of a file's images: ``first`` (duplicates dropped), then the rest in file order."""
+    first = np.asarray(first, dtype=np.int64).reshape(-1)
+    _, at = np.unique(first, return_index=True)
+    head = first[np.sort(at)]
+    rest = np.setdiff1d(np.arange(n, dtype=np.int64), head, assume_unique=True)
+    return np.concatenate([head, rest])
 
-    options = DataOptions.of(options)
-    params = gmp_params_of(config)
-    parts = []
+
+def _open_store(view, params, root, *, derivatives: bool, first, needed, workers: int, shard_size: int,
+                progress: bool) -> ShardSet:
+    """The shard store a run reads ``needed`` from: a file-order store already complete on disk (one
+    featurised whole beforehand), else the store in :func:`needed_first_order` with the shards holding
+    ``needed`` computed (resuming)."""
+    plain = shard_directory(root, params, view, derivatives)
+    if (plain / "manifest.json").is_file():
+        try:
+            return ShardSet(plain)
+        except DataError:
+            pass  # incomplete: the ordered store below computes only what this run needs
+    return build_shards(view, params, root, derivatives=derivatives, require_forces=derivatives, workers=workers,
+                        shard_size=shard_size, progress=progress, order=needed_first_order(first, view.file_length),
+                        needed=needed)
+
+
+def stored_labels(views) -> LabelSet:
+    """The labels of several :func:`open_images` views, read from their files in one pass each (no
+    fingerprints are computed)."""
+    energies, numbers, forces, free = [], [], [], []
     for view in views:
-        store = build_shards(view, params, _shard_root(options, cache), derivatives=bool(config.get_forces),
-                             require_forces=bool(config.get_forces), workers=1, shard_size=options.shard_size)
-        parts.append(_labels(store, view.indices))
-    forces = None if any(p.forces is None for p in parts) else np.concatenate([p.forces for p in parts])
+        for atoms in view:
+            energies.append(float(image_energy(atoms)))
+            numbers.append(np.asarray(atoms.get_atomic_numbers()))
+            forces.append(image_forces(atoms))
+            free.append(free_atom_mask(atoms))
     return LabelSet(
-        energies=np.concatenate([p.energies for p in parts]),
-        numbers=[z for p in parts for z in p.numbers],
-        forces=forces,
-        free=np.concatenate([p.free for p in parts]),
+        energies=np.asarray(energies, dtype=float),
+        numbers=numbers,
+        forces=None if any(f is None for f in forces) else np.concatenate([np.asarray(f) for f in forces]),
+        free=np.concatenate(free) if free else np.zeros(0, bool),
     )
 
 

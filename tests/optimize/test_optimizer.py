@@ -637,3 +637,34 @@ def test_target_runs_that_miss_their_prediction_move_proposals_to_dearer_fidelit
     assert opt.fidelity_floor() == 1 / 16
     target_run(0.8, miss=False)
     assert opt.fidelity_floor() == 0.0
+
+
+def test_fidelity_ramp_raises_the_cheapest_proposal_as_the_budget_is_spent():
+    budget = 6.0
+    opt = MultiFidelityOptimizer(SPACE, seed=0, budget=budget, fidelity_ramp=0.25, **FAST)
+    assert opt.ramp_floor() == 0.0  # no cost data yet
+    _run(opt, toy, 5)
+    share = opt.spent_share()
+    spent = sum(t.cost for t in opt.trials if t.status == "completed") / opt.full_fidelity_cost()
+    assert share == pytest.approx(min(1.0, spent / budget))
+    assert opt.ramp_floor() == pytest.approx(max(0.0, (share - 0.25) / 0.75))
+    seen = []
+    while opt.spent_share() < 0.9:
+        floor = opt.ramp_floor()
+        (c,) = opt.ask(1)
+        if str(opt.trials[c.trial_index].metadata.get("source", "")).startswith("model"):
+            # nominal cost relative to a target run: (fraction / 1) x (epochs / 20)
+            assert c.data_fraction * c.epochs / 20 >= floor - 1e-9, (floor, c.data_fraction, c.epochs)
+            seen.append(floor)
+        out = toy(c.params, c.data_fraction, c.epochs)
+        opt.tell(c.trial_index, out["curve"], out["cost"])
+    assert max(seen) > 0.5  # the floor did bind late in the budget
+    # off by default and without a budget
+    assert MultiFidelityOptimizer(SPACE, seed=0, budget=budget).ramp_floor() == 0.0
+    no_budget = MultiFidelityOptimizer(SPACE, seed=0, fidelity_ramp=0.0, **FAST)
+    _run(no_budget, toy, 5)
+    assert no_budget.ramp_floor() == 0.0
+    restored = MultiFidelityOptimizer.from_state_dict(opt.state_dict())
+    assert restored.fidelity_ramp == 0.25 and restored.ramp_floor() == pytest.approx(opt.ramp_floor())
+    with pytest.raises(OptimizerError, match="fidelity_ramp"):
+        MultiFidelityOptimizer(SPACE, fidelity_ramp=1.0)

@@ -46,7 +46,7 @@ def test_streamed_training_gives_the_in_memory_curve(oc20_file, small_config, tm
     np.testing.assert_allclose(np.concatenate(a["forces"]), np.concatenate(b["forces"]), rtol=1e-9, atol=1e-12)
 
 
-def test_fidelity_subsets_index_the_same_shards(oc20_file, small_config, tmp_path, monkeypatch):
+def test_fidelity_subsets_featurise_only_their_images_once(oc20_file, small_config, tmp_path, monkeypatch):
     import mfbo.training._shards as shards
 
     view = open_images(oc20_file)
@@ -57,16 +57,57 @@ def test_fidelity_subsets_index_the_same_shards(oc20_file, small_config, tmp_pat
     seen = {}
     real_over = shards.ShardSet.__init__
 
-    def spy(self, directory):
-        real_over(self, directory)
+    def spy(self, directory, needed=None):
+        real_over(self, directory, needed)
         seen.setdefault("dirs", set()).add(str(directory))
 
     monkeypatch.setattr(shards.ShardSet, "__init__", spy)
+    featurised = []
     for fraction in (0.25, 0.5, 1.0):
         result = train(small_config, train_view, val_view, data_fraction=fraction, epochs=1, data=_stream(tmp_path))
-        assert result.n_train == len(nested_subset_indices(len(train_view), fraction, small_config.seed))
-    assert sum(calls) == 24  # the whole file once, every fidelity afterwards reads it
+        k = len(nested_subset_indices(len(train_view), fraction, small_config.seed))
+        assert result.n_train == k
+        featurised.append(sum(calls))
+        # the store holds validation first, then the pool in nested-subset order, in shards of 5:
+        # a run computes the shards up to its last needed image and nothing beyond
+        assert featurised[-1] == min(len(view), -(-(len(val_view) + k) // 5) * 5)
+    assert featurised[0] < len(view) and featurised[-1] == len(view)  # every image once in all
     assert len(seen["dirs"]) == 1
+    # A store featurised whole in file order beforehand is read as it is: nothing is computed again.
+    other = tmp_path / "plain"
+    shards.build_shards(view, gmp_params_of(small_config), other, derivatives=True, require_forces=True,
+                        shard_size=5)
+    before = sum(calls)
+    train(small_config, train_view, val_view, data_fraction=0.25, epochs=1, data=_stream(tmp_path, shard_dir=str(other)))
+    assert sum(calls) == before
+
+
+def test_an_ordered_partial_store_reads_what_it_holds_and_refuses_the_rest(oc20_file, small_config, tmp_path):
+    from mfbo.errors import DataError
+    from mfbo.fingerprints import featurize_many
+    from mfbo.training._shards import build_shards
+
+    view = open_images(oc20_file)
+    params = gmp_params_of(small_config)
+    order = np.random.default_rng(0).permutation(len(view))
+    store = build_shards(view, params, tmp_path, derivatives=True, require_forces=True, shard_size=4, order=order,
+                         needed=order[[0, 5]])
+    assert sorted(store.shards) == [0, 1] and store.built.sum() == 8
+    direct = featurize_many([view[int(g)] for g in order[:8]], params, derivatives=True)
+    for k, g in enumerate(order[:8]):
+        np.testing.assert_allclose(store.features_of([g]), direct[k].features, rtol=1e-12, atol=1e-14)
+        pi, pj, df = store.jacobian_of(int(g))
+        assert np.array_equal(pi, direct[k].pair_i) and np.array_equal(pj, direct[k].pair_j)
+        np.testing.assert_allclose(df, direct[k].dfeatures, rtol=1e-12, atol=1e-14)
+        assert store.energies[g] == pytest.approx(view[int(g)].get_potential_energy())
+        assert np.array_equal(store.numbers[store.atom_ids([g])], view[int(g)].numbers)
+    # groups follow the store's order, and an image it does not hold is named
+    groups = store.shard_ranges(order[[6, 1, 2]])
+    assert [list(g) for g in groups] == [[order[1], order[2]], [order[6]]]
+    with pytest.raises(DataError, match=f"image {order[9]} is not featurised"):
+        store.features_of([order[9]])
+    with pytest.raises(DataError, match="not featurised"):
+        store.atom_ids(order[[1, 9]])
 
 
 def test_auto_mode_streams_files_above_the_memory_limit(oc20_file, small_config):
