@@ -339,7 +339,7 @@ def build_shards(
                 _run_shared(images, params, derivatives, require_forces, tasks, min(workers, len(todo)), bar)
         finally:
             bar.close()
-    return ShardSet(directory, needed=[k for k in wanted])
+    return ShardSet(directory, needed=list(wanted))
 
 
 def _run_shared(images: ImageFile, params, derivatives: bool, require_forces: bool, tasks, workers: int,
