@@ -121,7 +121,7 @@ class MultiFidelityOptimizer:
             those near the optimum badly (among the best 5 % of configurations of the mlip_mo and
             mlip_oc20 replays, rank correlation with the target is at most 0.44 at a quarter of the
             data; mlip_si 0.87), and the ramp spends the end of a search where runs tell close
-            candidates apart; it lowered the final regret there by 15-20 % but quadrupled it on
+            candidates apart; it lowered the final regret there by 14-21 % but quadrupled it on
             oc20_gmp (docs/optimize.md, "Fidelity ramp").
     """
 

@@ -46,7 +46,7 @@ from mfbo.errors import ConfigError, DataError, TrainingError
 from mfbo.training._data import free_atom_mask, image_energy, image_forces
 from mfbo.training._images import ImageFile, source_key
 
-__all__ = ["ShardSet", "build_shards", "shard_directory", "DEFAULT_SHARD_SIZE"]
+__all__ = ["ShardSet", "build_shards", "shard_directory", "bound_shard_root", "DEFAULT_SHARD_SIZE"]
 
 DEFAULT_SHARD_SIZE = 64
 _FORMAT_VERSION = 1
@@ -171,6 +171,87 @@ def _worker_write(ids, target: str) -> int:
         _WORKER["reader"] = ImageFile(Path(_WORKER["path"]))
     return _write_shard(_WORKER["reader"], ids, _WORKER["params"], _WORKER["derivatives"],
                         _WORKER["require_forces"], Path(target))
+
+
+# The stores this process marked as in use (its current run's); see mark_in_use.
+_MARKED: list[Path] = []
+
+
+def mark_in_use(directories) -> None:
+    """Mark the stores ``directories`` as used now by this process (``.in-use-<pid>``, and their
+    ``last-used`` time), and unmark the ones it marked before: a store a live process is reading
+    is never removed by :func:`bound_shard_root`, and a process protects only its current run's."""
+    directories = [Path(d) for d in directories]
+    for old in _MARKED:
+        if old not in directories:
+            (old / f".in-use-{os.getpid()}").unlink(missing_ok=True)
+    _MARKED[:] = directories
+    for d in directories:
+        (d / f".in-use-{os.getpid()}").touch()
+        (d / "last-used").touch()
+
+
+def _in_use(directory: Path) -> bool:
+    for marker in directory.glob(".in-use-*"):
+        try:
+            pid = int(marker.name.rsplit("-", 1)[1])
+        except ValueError:
+            continue
+        if pid == os.getpid() and directory in _MARKED:
+            return True
+        if pid != os.getpid() and _pid_alive(pid):
+            return True
+    return False
+
+
+def bound_shard_root(root, max_gb=None) -> dict:
+    """Keep the shard stores under ``root`` within a size limit, removing least recently used ones.
+
+    The limit is the fingerprint cache's (``max_gb`` GB; default ``$MFBO_CACHE_MAX_GB``, else
+    min(20 GB, half of the stores' size plus the free disk space)). Over it, whole stores of other
+    parameter sets or orders are removed, least recently used first (``last-used``), until 90 % of
+    the limit is left; a store marked in use by a live process (:func:`mark_in_use`) never is. A
+    removed store is featurised again if a later run needs it.
+
+    Returns:
+        ``{"bytes": total before, "limit": bytes, "removed": [directories], "freed": bytes}``.
+    """
+    from mfbo.fingerprints._store import resolve_limit, tree_bytes
+
+    root = Path(root)
+    stores = [p.parent for p in root.glob("*/*/manifest.json")]
+    sizes = {d: tree_bytes(d) for d in stores}
+    total = sum(sizes.values())
+    limit = resolve_limit(max_gb, root, total)[0]
+    out = {"bytes": total, "limit": limit, "removed": [], "freed": 0}
+    if total <= limit:
+        return out
+
+    def last_used(d: Path) -> float:
+        for name in ("last-used", "manifest.json"):
+            try:
+                return (d / name).stat().st_mtime
+            except OSError:
+                continue
+        return 0.0
+
+    for d in sorted(stores, key=last_used):
+        if total <= 0.9 * limit:
+            break
+        if _in_use(d):
+            continue
+        shutil.rmtree(d, ignore_errors=True)
+        total -= sizes[d]
+        out["removed"].append(str(d))
+        out["freed"] += sizes[d]
+        try:
+            d.parent.rmdir()  # the parameter set's directory, once empty
+        except OSError:
+            pass
+    if out["removed"]:
+        print(f"fingerprints: removed {len(out['removed'])} least recently used shard store(s) "
+              f"({out['freed'] / 1e9:.1f} GB) to keep {root} under {limit / 1e9:.1f} GB", file=sys.stderr, flush=True)
+    return out
 
 
 def _pid_alive(pid: int) -> bool:

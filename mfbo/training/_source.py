@@ -42,7 +42,14 @@ from mfbo.training._featurize import featurize_images
 from mfbo.training._images import ImageFile, open_images, source_key
 from mfbo.training._packed import PackedImages, pack_images
 from mfbo.training._scaling import FeatureScaler, TargetScaler
-from mfbo.training._shards import DEFAULT_SHARD_SIZE, ShardSet, build_shards, shard_directory
+from mfbo.training._shards import (
+    DEFAULT_SHARD_SIZE,
+    ShardSet,
+    bound_shard_root,
+    build_shards,
+    mark_in_use,
+    shard_directory,
+)
 
 __all__ = [
     "DataOptions",
@@ -77,6 +84,10 @@ class DataOptions:
         shard_size: images per shard.
         memory_limit_gb: "auto" streams when the estimated in-memory fingerprints + Jacobians of
             the pool and validation set exceed this (GB).
+        max_gb: size limit of the shard stores under ``shard_dir`` (GB); least recently used
+            stores of other parameter sets are removed after a run opens its own (default:
+            ``$MFBO_CACHE_MAX_GB``, else min(20, half of their size + free disk); see
+            :func:`mfbo.training._shards.bound_shard_root`).
     """
 
     mode: str = "auto"
@@ -84,6 +95,7 @@ class DataOptions:
     workers: int | None = None
     shard_size: int = DEFAULT_SHARD_SIZE
     memory_limit_gb: float = 2.0
+    max_gb: float | None = None
 
     def __post_init__(self):
         if self.mode not in DATA_MODES:
@@ -94,6 +106,10 @@ class DataOptions:
             raise ConfigError(f"shard_size={self.shard_size!r} must be at least 1")
         if not float(self.memory_limit_gb) > 0:
             raise ConfigError(f"data_memory_gb={self.memory_limit_gb!r} must be positive")
+        if self.max_gb is not None:
+            from mfbo.fingerprints._store import check_max_gb
+
+            check_max_gb(self.max_gb, "max_gb")
 
     @classmethod
     def of(cls, value) -> DataOptions:
@@ -321,6 +337,9 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
         for key, (view, firsts, needs) in plans.items()
     }
     t_featurize, c_featurize = time.perf_counter() - t0, time.process_time() - c0
+    # Studies bring a new parameter set with most trials: keep the stores' total within a limit.
+    mark_in_use([store.directory for store in stores.values()])
+    bound_shard_root(root, options.max_gb)
     train_store, val_store = stores[source_key(pool)], stores[source_key(val)]
     numbers = train_store.numbers[train_store.atom_ids(ids)]
     elements = np.unique(numbers)

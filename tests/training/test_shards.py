@@ -204,3 +204,38 @@ def test_a_bad_image_stops_the_shared_featurisation_with_its_name(tmp_path, oc20
     assert not list(store.glob(".tmp-*"))
     assert all((p / "features.npy").is_file() for p in store.glob("shard-*"))
     assert not (store / "shard-00009").exists()
+
+
+def test_shard_stores_are_kept_under_a_size_limit_least_recently_used_first(tmp_path, oc20_eleven, params):
+    import os
+    import time
+
+    from mfbo.training._shards import bound_shard_root, mark_in_use
+
+    write(tmp_path / "d.traj", oc20_eleven)
+    images = open_images(tmp_path / "d.traj")
+    root = tmp_path / "shards"
+    stores = []
+    for k in range(3):  # three image orders of one file: three stores of about the same size
+        order = np.roll(np.arange(11), k)
+        stores.append(build_shards(images, params, root, derivatives=True, shard_size=4, order=order).directory)
+    for k, d in enumerate(stores):  # least recently used first: stores[0]
+        stamp = time.time() - 100 + k
+        (d / "last-used").touch()
+        os.utime(d / "last-used", (stamp, stamp))
+    mark_in_use([stores[2]])
+    size = bound_shard_root(root, max_gb=1e3)["bytes"]
+    assert all(d.is_dir() for d in stores)  # under the limit: nothing removed
+    # room for about one and a half stores: the least recently used goes first, then the next;
+    # the store this process uses stays
+    out = bound_shard_root(root, max_gb=size / 3 * 1.6 / 1e9)
+    assert out["removed"] == [str(stores[0]), str(stores[1])]
+    assert not stores[0].exists() and not stores[1].exists() and stores[2].is_dir()
+    # a store another live process marked is kept even over the limit; a dead process's mark is not
+    again = build_shards(images, params, root, derivatives=True, shard_size=4, order=np.roll(np.arange(11), 0)).directory
+    (again / f".in-use-{os.getppid()}").touch()
+    mark_in_use([])  # this process no longer uses stores[2]
+    (stores[2] / ".in-use-999999999").touch()
+    out = bound_shard_root(root, max_gb=1e-9)
+    assert out["removed"] == [str(stores[2])] and again.is_dir()
+    ShardSet(again)  # intact

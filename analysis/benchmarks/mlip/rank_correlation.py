@@ -3,11 +3,12 @@
     OMP_NUM_THREADS=1 python analysis/benchmarks/mlip/rank_correlation.py \
         --out analysis/benchmarks/mlip/results/rank_correlation.json
 
-For each problem (``mlip_si``, ``mlip_mo``, ``mlip_oc20``) it draws ``--n`` configurations (scrambled Sobol,
-seed 3), takes each one's expected value at target fidelity from the replay, and prints the Spearman rank
+For each replayed problem (``mlip_si``, ``mlip_mo``, ``mlip_oc20``) it draws ``--n`` configurations (scrambled
+Sobol, seed 3), takes each one's expected value at target fidelity from the replay, and prints the Spearman rank
 correlation between that and the replay's expected curve at every recorded data fraction after 1, 3, 10
 epochs and the target epochs: over all configurations, and over the best ``--top`` share of them by target
-value (what separates candidates near the optimum, which is what the end of a search has to do).
+value (what separates candidates near the optimum, which is what the end of a search has to do). For a
+table (``oc20_gmp``) it uses the recorded configurations and curves instead of a sample.
 """
 
 from __future__ import annotations
@@ -26,6 +27,19 @@ def correlations(name: str, n: int, top: float) -> dict:
     from mfbo.optimize.problems import get_problem
 
     p = get_problem(name, seed=0)
+    if hasattr(p, "values"):  # a table (oc20_gmp): its recorded configurations and curves
+        table = p.values  # (configs, fractions, epochs)
+        target = table[:, -1, -1]
+        keep = np.isfinite(target)
+        table, target = table[keep], target[keep]
+        best = np.argsort(target)[: max(10, int(round(top * len(target))))]
+        epochs = sorted({1, 3, 10, p.max_epochs} & set(range(1, p.max_epochs + 1)))
+        out = {"n_configs": int(len(target)), "top_share": top, "n_top": len(best), "target_epochs": p.max_epochs,
+               "fractions": [float(f) for f in p.fractions], "epochs": epochs, "all": {}, "top": {}}
+        for i, f in enumerate(p.fractions):
+            out["all"][str(f)] = [float(spearmanr(table[:, i, e - 1], target).correlation) for e in epochs]
+            out["top"][str(f)] = [float(spearmanr(table[best, i, e - 1], target[best]).correlation) for e in epochs]
+        return out
     configs = p.space.sample(n, seed=3)
     target = p.values_at_target(configs)
     best = np.argsort(target)[: max(10, int(round(top * n)))]
@@ -41,7 +55,7 @@ def correlations(name: str, n: int, top: float) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--problems", nargs="+", default=["mlip_si", "mlip_mo", "mlip_oc20"])
+    ap.add_argument("--problems", nargs="+", default=["mlip_si", "mlip_mo", "mlip_oc20", "oc20_gmp"])
     ap.add_argument("--n", type=int, default=4000, help="configurations per problem")
     ap.add_argument("--top", type=float, default=0.05, help="share of the best configurations")
     ap.add_argument("--out", default=None)
@@ -50,7 +64,7 @@ def main(argv=None) -> int:
     report = {}
     for name in args.problems:
         r = report[name] = correlations(name, args.n, args.top)
-        print(f"{name}: Spearman with the target value; all {args.n} configurations | best {r['n_top']}")
+        print(f"{name}: Spearman with the target value; all {r['n_configs']} configurations | best {r['n_top']}")
         print("  fraction  " + "  ".join(f"e{e:<4d}" for e in r["epochs"]) + " | " + "  ".join(f"e{e:<4d}" for e in r["epochs"]))
         for f in r["all"]:
             print(f"  {float(f):<8.3f}  " + "  ".join(f"{v:5.2f}" for v in r["all"][f]) + " | "
