@@ -32,12 +32,12 @@ _DASK_CLUSTERS = ("local", "pbs", "slurm")
 # [data] key -> mfbo.training._source.DataOptions field).
 _DATA_MODES = ("auto", "memory", "stream")
 _DATA_OPTION_KEYS = {"data_mode": "mode", "shard_dir": "shard_dir", "featurize_workers": "workers",
-                     "shard_size": "shard_size", "data_memory_gb": "memory_limit_gb"}
+                     "shard_size": "shard_size", "data_memory_gb": "memory_limit_gb", "shard_max_gb": "max_gb"}
 
 _SECTIONS = {
     "study": {"name", "output", "seed"},
     "data": {"train", "test", "val_fraction", "subsample", "test_subsample", "data_mode", "shard_dir",
-             "featurize_workers", "shard_size", "data_memory_gb"},
+             "featurize_workers", "shard_size", "data_memory_gb", "shard_max_gb"},
     "objective": {"backend", "metric", "options", "base_config", "path"},
     "priors": {"files"},
     "space": None,  # free-form: the search-space plain-dict form
@@ -241,6 +241,8 @@ def _data_options(ctx: _Ctx, base: Path, data: Mapping, backend: str) -> dict:
         out["shard_size"] = _pos_number(ctx, "data.shard_size", data["shard_size"], integer=True)
     if "data_memory_gb" in data:
         out["memory_limit_gb"] = _pos_number(ctx, "data.data_memory_gb", data["data_memory_gb"])
+    if "shard_max_gb" in data:
+        out["max_gb"] = _pos_number(ctx, "data.shard_max_gb", data["shard_max_gb"])
     return out
 
 

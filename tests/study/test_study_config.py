@@ -64,6 +64,7 @@ ffe = 2
     ('train = "bundled:water"', 'train = "bundled:water"\nfeaturize_workers = 0', "data.featurize_workers"),
     ('train = "bundled:water"', 'train = "bundled:water"\nshard_size = 2.5', "data.shard_size"),
     ('train = "bundled:water"', 'train = "bundled:water"\ndata_memory_gb = -1', "data.data_memory_gb"),
+    ('train = "bundled:water"', 'train = "bundled:water"\nshard_max_gb = 0', "data.shard_max_gb"),
     ('train = "bundled:water"', 'train = "bundled:water"\nshard_dir = 3', "data.shard_dir"),
 ])
 def test_bad_fields_are_named(tmp_path, old, new, field):
@@ -94,10 +95,11 @@ def test_data_options_are_read_and_match_the_trainer(tmp_path):
     assert _DATA_MODES == DATA_MODES and _DATA_OPTION_KEYS == DATA_OPTION_KEYS
     p = tmp_path / "ok.toml"
     p.write_text(BASE.replace('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "stream"\n'
-                              'shard_dir = "shards"\nfeaturize_workers = 2\nshard_size = 16\ndata_memory_gb = 0.5'))
+                              'shard_dir = "shards"\nfeaturize_workers = 2\nshard_size = 16\ndata_memory_gb = 0.5\n'
+                              'shard_max_gb = 50'))
     cfg = load_study_file(p)
     assert cfg.data_options == {"mode": "stream", "shard_dir": str((tmp_path / "shards").resolve()), "workers": 2,
-                                "shard_size": 16, "memory_limit_gb": 0.5}
+                                "shard_size": 16, "memory_limit_gb": 0.5, "max_gb": 50}
     assert load_study_file(p).to_dict()["data_options"] == cfg.data_options
     p.write_text(BASE)
     assert load_study_file(p).data_options == {}
