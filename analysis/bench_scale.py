@@ -388,6 +388,17 @@ def jacobian_read_vs_recompute(path: Path, store_dir: Path, batches: int = 8, ba
     return {"read_s_per_image": read_s, "recompute_s_per_image": recompute_s, "recompute_over_read": recompute_s / read_s}
 
 
+def _finish(report: dict, out, tmp) -> int:
+    """Write ``report`` to ``out`` (when given), remove the temporary work directory, return 0."""
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(json.dumps(report, indent=1))
+        print(f"wrote {out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000], help="training-subset sizes")
@@ -427,24 +438,12 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.only_subsets:
         report["subset_featurisation"] = subset_featurisation(data, sizes[-1], workdir, args.feat_shard_size)
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report, indent=1))
-            print(f"wrote {args.out}")
-        if tmp is not None:
-            tmp.cleanup()
-        return 0
+        return _finish(report, args.out, tmp)
     report["featurisation"] = featurisation_speed(data, args.feat_images, workdir, args.feat_repeats,
                                                   args.feat_shard_size)
     report["worker_startup"] = worker_startup(workdir / "feat.traj", workdir, shard_size=args.feat_shard_size)
     if args.only_featurisation:
-        if args.out:
-            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-            Path(args.out).write_text(json.dumps(report, indent=1))
-            print(f"wrote {args.out}")
-        if tmp is not None:
-            tmp.cleanup()
-        return 0
+        return _finish(report, args.out, tmp)
 
     shard_dir = workdir / "shards"
     run = {"train": str(data), "val_fraction": val_fraction, "data_mode": "stream", "shard_dir": str(shard_dir),
@@ -512,13 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"in-memory path at n={m['n_train']}: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB "
           f"(streamed / in-memory {m['stream_over_memory_rss']:.2f}x), epoch CPU {m['epoch_cpu_s']:.1f} s "
           f"(streamed / in-memory {m['stream_over_memory_epoch_cpu']:.2f}x)")
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(report, indent=1))
-        print(f"wrote {args.out}")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    return _finish(report, args.out, tmp)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ atoms (atoms not fixed by ``FixAtoms``). Torch-free, so the CLI can use it witho
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,14 +61,18 @@ class LabelSet:
     free: np.ndarray
 
     @classmethod
-    def of(cls, images: Sequence) -> LabelSet:
-        """Labels of ASE images (each must carry an energy)."""
-        energies = np.array([float(image_energy(a)) for a in images])
-        numbers = [np.asarray(a.get_atomic_numbers()) for a in images]
-        forces = [image_forces(a) for a in images]
+    def of(cls, images: Iterable) -> LabelSet:
+        """Labels of ASE images (each must carry an energy), read in one pass (a lazy
+        :func:`~mfbo.training.open_images` view reads each image once)."""
+        energies, numbers, forces, free = [], [], [], []
+        for a in images:
+            energies.append(float(image_energy(a)))
+            numbers.append(np.asarray(a.get_atomic_numbers()))
+            forces.append(image_forces(a))
+            free.append(free_atom_mask(a))
         stacked = None if any(f is None for f in forces) else np.concatenate([np.asarray(f) for f in forces])
-        free = np.concatenate([free_atom_mask(a) for a in images]) if images else np.zeros(0, bool)
-        return cls(energies, numbers, stacked, free)
+        return cls(np.asarray(energies, dtype=float), numbers, stacked,
+                   np.concatenate(free) if free else np.zeros(0, bool))
 
     @property
     def n_atoms(self) -> np.ndarray:

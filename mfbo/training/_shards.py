@@ -191,11 +191,18 @@ def mark_in_use(directories) -> None:
         (d / "last-used").touch()
 
 
+def _pid_in_name(name: str) -> int | None:
+    """The process id a marker or temporary name ends with (``...-<pid>``), or None."""
+    try:
+        return int(name.rsplit("-", 1)[1])
+    except (IndexError, ValueError):
+        return None
+
+
 def _in_use(directory: Path) -> bool:
     for marker in directory.glob(".in-use-*"):
-        try:
-            pid = int(marker.name.rsplit("-", 1)[1])
-        except ValueError:
+        pid = _pid_in_name(marker.name)
+        if pid is None:
             continue
         if pid == os.getpid() and directory in _MARKED:
             return True
@@ -267,11 +274,8 @@ def _pid_alive(pid: int) -> bool:
 def _clean_stale(directory: Path) -> None:
     """Remove temporary shard directories of processes that no longer run (a killed featurisation)."""
     for tmp in directory.glob(".tmp-shard-*"):
-        try:
-            pid = int(tmp.name.rsplit("-", 1)[1])
-        except ValueError:
-            continue
-        if not _pid_alive(pid):
+        pid = _pid_in_name(tmp.name)
+        if pid is not None and not _pid_alive(pid):
             shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -641,6 +645,13 @@ class ShardSet:
         shard = self.shards[p // self.shard_size]
         return shard, p - shard.start
 
+    def _require_built(self, ids) -> np.ndarray:
+        """``ids`` as int64; raises :class:`DataError` naming the first image not featurised here."""
+        ids = np.asarray(ids, dtype=np.int64)
+        if ids.size and not self.built[ids].all():
+            self._locate(int(ids[~self.built[ids]][0]))
+        return ids
+
     def _rows(self, shard: _Shard, name: str, r0: int, r1: int, out: np.ndarray | None = None) -> np.ndarray:
         """Rows [r0, r1) of one of a shard's arrays, read into ``out`` (or a new array)."""
         offset, dtype, shape = shard.layouts[name]
@@ -693,9 +704,7 @@ class ShardSet:
         """Global atom indices of the images ``ids``, in order."""
         if len(ids) == 0:
             return np.zeros(0, dtype=np.int64)
-        ids = np.asarray(ids, dtype=np.int64)
-        if not self.built[ids].all():
-            self._locate(int(ids[~self.built[ids]][0]))  # raises, naming the image
+        ids = self._require_built(ids)
         return np.concatenate([np.arange(self.atom_start[g], self.atom_start[g + 1]) for g in ids])
 
     def features_of(self, ids) -> np.ndarray:
@@ -719,9 +728,7 @@ class ShardSet:
 
     def shard_ranges(self, ids) -> list[np.ndarray]:
         """``ids`` grouped by shard (each group in the store's order): for reading a subset shard by shard."""
-        ids = np.asarray(ids, dtype=np.int64)
-        if ids.size and not self.built[ids].all():
-            self._locate(int(ids[~self.built[ids]][0]))  # raises, naming the image
+        ids = self._require_built(ids)
         pos = self.position[ids]
         ids, pos = ids[np.argsort(pos, kind="stable")], np.sort(pos)
         cuts = np.flatnonzero(np.diff(pos // self.shard_size)) + 1

@@ -19,6 +19,7 @@ Both modes give the same learning curve for the same seed (same batches, same ar
 
 from __future__ import annotations
 
+import itertools
 import os
 import time
 from dataclasses import dataclass
@@ -30,14 +31,7 @@ import torch
 from mfbo.errors import ConfigError, DataError
 from mfbo.training._baselines import LabelSet
 from mfbo.training._core import ScaledPack
-from mfbo.training._data import (
-    free_atom_mask,
-    image_energy,
-    image_forces,
-    load_images,
-    nested_subset,
-    nested_subset_indices,
-)
+from mfbo.training._data import load_images, nested_subset, nested_subset_indices
 from mfbo.training._featurize import featurize_images
 from mfbo.training._images import ImageFile, open_images, source_key
 from mfbo.training._packed import PackedImages, pack_images
@@ -400,19 +394,7 @@ def _open_store(view, params, root, *, derivatives: bool, first, needed, workers
 def stored_labels(views) -> LabelSet:
     """The labels of several :func:`open_images` views, read from their files in one pass each (no
     fingerprints are computed)."""
-    energies, numbers, forces, free = [], [], [], []
-    for view in views:
-        for atoms in view:
-            energies.append(float(image_energy(atoms)))
-            numbers.append(np.asarray(atoms.get_atomic_numbers()))
-            forces.append(image_forces(atoms))
-            free.append(free_atom_mask(atoms))
-    return LabelSet(
-        energies=np.asarray(energies, dtype=float),
-        numbers=numbers,
-        forces=None if any(f is None for f in forces) else np.concatenate([np.asarray(f) for f in forces]),
-        free=np.concatenate(free) if free else np.zeros(0, bool),
-    )
+    return LabelSet.of(itertools.chain.from_iterable(views))
 
 
 def _labels(store: ShardSet, ids) -> LabelSet:
