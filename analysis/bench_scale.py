@@ -346,7 +346,8 @@ def worker_startup(path: Path, workdir: Path, shards: int = 6, shard_size: int =
         per_shard = []
         for k in range(shards):
             c0 = pool.submit(_cpu_now).result()
-            pool.submit(_worker_write, k * shard_size, (k + 1) * shard_size, str(target / f"shard-{k:05d}")).result()
+            pool.submit(_worker_write, list(range(k * shard_size, (k + 1) * shard_size)),
+                        str(target / f"shard-{k:05d}")).result()
             per_shard.append(pool.submit(_cpu_now).result() - c0)
     later = float(np.median(per_shard[1:]))
     out = {"ready_wall_s": ready_s, "ready_cpu_s": ready_cpu, "shard_cpu_s": per_shard, "shard_size": shard_size,
@@ -399,6 +400,25 @@ def _finish(report: dict, out, tmp) -> int:
     return 0
 
 
+def _bytes_under(directory: Path) -> int:
+    """Bytes of the files under ``directory`` (0 when it does not exist)."""
+    return sum(f.stat().st_size for f in Path(directory).rglob("*") if f.is_file())
+
+
+def _print_ratios(runs: list[dict], memory: dict | None) -> None:
+    print("\nratios against the smallest streamed run (targets: RSS 5k/1k <= 1.5x, per-image epoch time within 25 %)")
+    print("(per image: epoch seconds over the training + validation images an epoch processes)")
+    print(f"{'n_train':>8} {'RSS MB':>8} {'RSS ratio':>9} {'ms/img':>7} {'wall ratio':>10} {'CPU ratio':>9}")
+    for row in runs:
+        print(f"{row['n_train']:>8} {row['peak_rss_bytes'] / 1e6:>8.0f} {row['rss_ratio']:>9.2f} "
+              f"{row['epoch_s_per_processed_image'] * 1e3:>7.2f} {row['epoch_per_processed_image_ratio']:>10.2f} "
+              f"{row['epoch_cpu_per_processed_image_ratio']:>9.2f}")
+    if memory is not None:
+        print(f"in-memory path at n={memory['n_train']}: peak RSS {memory['peak_rss_bytes'] / 1e6:.0f} MB "
+              f"(streamed / in-memory {memory['stream_over_memory_rss']:.2f}x), epoch CPU {memory['epoch_cpu_s']:.1f} s "
+              f"(streamed / in-memory {memory['stream_over_memory_epoch_cpu']:.2f}x)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 2000, 5000], help="training-subset sizes")
@@ -409,6 +429,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--feat-repeats", type=int, default=1, help="repeats of the 1 vs 2 process featurisation")
     ap.add_argument("--feat-shard-size", type=int, default=32, help="images per shard in the 1 vs 2 process run")
     ap.add_argument("--only-featurisation", action="store_true", help="measure 1 vs 2 processes only")
+    ap.add_argument("--jacobians", choices=("store", "recompute"), default="store",
+                    help="streamed runs store the force Jacobians in the shards, or store fingerprints only and "
+                         "recompute each batch's Jacobians (shard_jacobians)")
+    ap.add_argument("--featurise-in-runs", action="store_true",
+                    help="skip the whole-file featurisation run: each size's run featurises the images it adds "
+                         "(its featurisation seconds are recorded), which saves one epoch at the largest size")
+    ap.add_argument("--no-memory-reference", action="store_true",
+                    help="skip the in-memory run at the smallest size (it holds every Jacobian of the training and "
+                         "validation images in memory)")
     ap.add_argument("--only-subsets", action="store_true",
                     help="measure the featurisation of nested fidelity subsets only (first --sizes[-1] images)")
     args = ap.parse_args(argv)
@@ -429,6 +458,7 @@ def main(argv: list[str] | None = None) -> int:
         "machine": {"python": platform.python_version(), "torch": torch.__version__, "cpus": os.cpu_count(),
                     "platform": platform.platform()},
         "sizes": sizes, "file_images": n_file, "rattle_A": args.rattle, "val_fraction": val_fraction,
+        "jacobians": args.jacobians,
     }
     data = workdir / "oc20_like.traj"
     if not data.is_file():
@@ -447,17 +477,21 @@ def main(argv: list[str] | None = None) -> int:
 
     shard_dir = workdir / "shards"
     run = {"train": str(data), "val_fraction": val_fraction, "data_mode": "stream", "shard_dir": str(shard_dir),
-           "featurize_workers": 2, "num_threads": 1}
-    t0 = time.perf_counter()
-    # A streamed run featurises the images it needs: the largest size's run covers every size's.
-    cold = run_train(workdir, run, "featurise", sizes[-1] / (n_file - round(val_fraction * n_file)))
-    report["featurise_whole_file"] = {"seconds_incl_training": time.perf_counter() - t0,
-                                      "peak_rss_bytes": cold["peak_rss_bytes"],
-                                      "featurize_s": cold["record"]["timings"]["featurize"]}
-    print(f"featurised {n_file} images into shards (2 processes) in {cold['record']['timings']['featurize']:.0f} s; "
-          f"peak RSS of that run {cold['peak_rss_bytes'] / 1e6:.0f} MB", flush=True)
+           "featurize_workers": 2, "num_threads": 1, "shard_jacobians": args.jacobians}
+    if not args.featurise_in_runs:
+        t0 = time.perf_counter()
+        # A streamed run featurises the images it needs: the largest size's run covers every size's.
+        cold = run_train(workdir, run, "featurise", sizes[-1] / (n_file - round(val_fraction * n_file)))
+        report["featurise_whole_file"] = {"seconds_incl_training": time.perf_counter() - t0,
+                                          "peak_rss_bytes": cold["peak_rss_bytes"],
+                                          "featurize_s": cold["record"]["timings"]["featurize"]}
+        report["featurise_whole_file"]["store_bytes"] = _bytes_under(shard_dir)
+        print(f"featurised {n_file} images into shards (2 processes) in {cold['record']['timings']['featurize']:.0f} "
+              f"s; peak RSS of that run {cold['peak_rss_bytes'] / 1e6:.0f} MB; shards "
+              f"{report['featurise_whole_file']['store_bytes'] / 1e9:.2f} GB on disk", flush=True)
     store_dirs = [p for p in shard_dir.glob("*/*-jac*") if p.is_dir()]
-    report["jacobian"] = jacobian_read_vs_recompute(data, store_dirs[0])
+    if store_dirs:
+        report["jacobian"] = jacobian_read_vs_recompute(data, store_dirs[0])
 
     n_pool = n_file - round(val_fraction * n_file)
     runs = []
@@ -473,11 +507,12 @@ def main(argv: list[str] | None = None) -> int:
                "epoch_s_per_processed_image": epoch["epoch_time"] / (rec["n_train"] + rec["n_val"]),
                "epoch_cpu_s_per_processed_image": epoch["epoch_cpu_time"] / (rec["n_train"] + rec["n_val"]),
                "load_average": os.getloadavg(),
-               "setup_s": rec["timings"]["setup"], "wall_s": res["wall_s"]}
+               "setup_s": rec["timings"]["setup"], "featurize_s": rec["timings"].get("featurize"),
+               "wall_s": res["wall_s"], "store_bytes_after": _bytes_under(shard_dir)}
         runs.append(row)
         print(f"stream n={row['n_train']}: peak RSS {row['peak_rss_bytes'] / 1e6:.0f} MB, epoch {row['epoch_s']:.1f} s "
-              f"({row['epoch_s_per_image'] * 1e3:.2f} ms/img wall, {row['epoch_cpu_s_per_image'] * 1e3:.2f} ms/img CPU)",
-              flush=True)
+              f"({row['epoch_s_per_image'] * 1e3:.2f} ms/img wall, {row['epoch_cpu_s_per_image'] * 1e3:.2f} ms/img CPU); "
+              f"featurised {row['featurize_s'] or 0:.0f} s; shards {row['store_bytes_after'] / 1e9:.2f} GB", flush=True)
     base = runs[0]
     for row in runs:
         row["rss_ratio"] = row["peak_rss_bytes"] / base["peak_rss_bytes"]
@@ -491,6 +526,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     report["stream"] = runs
 
+    if args.no_memory_reference:
+        _print_ratios(runs, None)
+        return _finish(report, args.out, tmp)
     mem = run_train(workdir, {**run, "data_mode": "memory"}, f"memory-{sizes[0]}", sizes[0] / n_pool)
     epoch = mem["record"]["curve"][0]
     report["memory_reference"] = {
@@ -500,17 +538,7 @@ def main(argv: list[str] | None = None) -> int:
         "stream_over_memory_epoch_cpu": base["epoch_cpu_s"] / epoch["epoch_cpu_time"],
     }
 
-    print("\nratios against the smallest streamed run (targets: RSS 5k/1k <= 1.5x, per-image epoch time within 25 %)")
-    print("(per image: epoch seconds over the training + validation images an epoch processes)")
-    print(f"{'n_train':>8} {'RSS MB':>8} {'RSS ratio':>9} {'ms/img':>7} {'wall ratio':>10} {'CPU ratio':>9}")
-    for row in runs:
-        print(f"{row['n_train']:>8} {row['peak_rss_bytes'] / 1e6:>8.0f} {row['rss_ratio']:>9.2f} "
-              f"{row['epoch_s_per_processed_image'] * 1e3:>7.2f} {row['epoch_per_processed_image_ratio']:>10.2f} "
-              f"{row['epoch_cpu_per_processed_image_ratio']:>9.2f}")
-    m = report["memory_reference"]
-    print(f"in-memory path at n={m['n_train']}: peak RSS {m['peak_rss_bytes'] / 1e6:.0f} MB "
-          f"(streamed / in-memory {m['stream_over_memory_rss']:.2f}x), epoch CPU {m['epoch_cpu_s']:.1f} s "
-          f"(streamed / in-memory {m['stream_over_memory_epoch_cpu']:.2f}x)")
+    _print_ratios(runs, report["memory_reference"])
     return _finish(report, args.out, tmp)
 
 

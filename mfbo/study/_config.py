@@ -31,13 +31,15 @@ _DASK_CLUSTERS = ("local", "pbs", "slurm")
 # How the builtin objective holds its data (mfbo.training._source.DATA_MODES; the study file's
 # [data] key -> mfbo.training._source.DataOptions field).
 _DATA_MODES = ("auto", "memory", "stream")
+_JACOBIAN_MODES = ("auto", "store", "recompute")
 _DATA_OPTION_KEYS = {"data_mode": "mode", "shard_dir": "shard_dir", "featurize_workers": "workers",
-                     "shard_size": "shard_size", "data_memory_gb": "memory_limit_gb", "shard_max_gb": "max_gb"}
+                     "shard_size": "shard_size", "data_memory_gb": "memory_limit_gb", "shard_max_gb": "max_gb",
+                     "shard_jacobians": "jacobians"}
 
 _SECTIONS = {
     "study": {"name", "output", "seed"},
     "data": {"train", "test", "val_fraction", "subsample", "test_subsample", "data_mode", "shard_dir",
-             "featurize_workers", "shard_size", "data_memory_gb", "shard_max_gb"},
+             "featurize_workers", "shard_size", "data_memory_gb", "shard_max_gb", "shard_jacobians"},
     "objective": {"backend", "metric", "options", "base_config", "path"},
     "priors": {"files"},
     "space": None,  # free-form: the search-space plain-dict form
@@ -243,6 +245,11 @@ def _data_options(ctx: _Ctx, base: Path, data: Mapping, backend: str) -> dict:
         out["memory_limit_gb"] = _pos_number(ctx, "data.data_memory_gb", data["data_memory_gb"])
     if "shard_max_gb" in data:
         out["max_gb"] = _pos_number(ctx, "data.shard_max_gb", data["shard_max_gb"])
+    if "shard_jacobians" in data:
+        if data["shard_jacobians"] not in _JACOBIAN_MODES:
+            raise ctx.fail("data.shard_jacobians",
+                           f"expected one of {list(_JACOBIAN_MODES)}, got {data['shard_jacobians']!r}")
+        out["jacobians"] = data["shard_jacobians"]
     return out
 
 

@@ -22,6 +22,7 @@ DATA_OPTION_KEYS = {
     "shard_size": "shard_size",
     "data_memory_gb": "memory_limit_gb",
     "shard_max_gb": "max_gb",
+    "shard_jacobians": "jacobians",
 }
 
 
@@ -35,7 +36,8 @@ def register(subparsers) -> None:
             "train with val_fraction), test (optional), data_fraction, cache_dir (fingerprint cache) and "
             "cache_max_gb (its size limit in GB), output, and how the data are "
             "held: data_mode (auto/memory/stream), shard_dir, featurize_workers, shard_size, data_memory_gb, "
-            "shard_max_gb (size limit of the shard stores). Writes "
+            "shard_max_gb (size limit of the shard stores), shard_jacobians (auto/store/recompute: force "
+            "Jacobians stored in the shards or recomputed per batch). Writes "
             "OUTPUT/model.npz and OUTPUT/record.json (learning curve, test errors beside the trivial baselines) "
             "and prints them. 'preset = \"amptorch\"' starts from AMPTorch's exact settings."
         ),

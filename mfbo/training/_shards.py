@@ -610,7 +610,8 @@ class ShardSet:
             def load(name, path=path):
                 return np.load(path / f"{name}.npy")
 
-            layouts = {name: _npy_layout(path / f"{name}.npy") for name in ("features", "pair_i", "pair_j", "dfeatures")
+            layouts = {name: _npy_layout(path / f"{name}.npy") for name in ("features", "positions", "pair_i", "pair_j",
+                                                                            "dfeatures")
                        if (path / f"{name}.npy").is_file()}
             shard = _Shard(path, start, load("atom_offsets"), load("pair_offsets") if self.has_jacobian else None,
                            layouts)
@@ -667,6 +668,24 @@ class ShardSet:
             raise DataError(f"shard array {shard.path / name}.npy is truncated; delete {self.directory} to rebuild it")
         return out
 
+    def recomputed_jacobians_of(self, ids, params, device="cpu") -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                                           np.ndarray]:
+        """Like :meth:`jacobians_of`, computed from the stored structures with ``params`` (GMPParams) on
+        ``device`` instead of read: a store without Jacobians is about 1/60 of the size of one with them."""
+        from mfbo.fingerprints import featurize_many
+
+        fps = featurize_many(self.structures_of(ids), params, derivatives=True, device=device)
+        counts = np.array([len(fp.pair_i) for fp in fps], dtype=np.int64)
+        offsets = np.zeros(len(fps) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        atom_shift = np.repeat(np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]]), counts)
+        if not len(fps):
+            return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, self.n_features, 3)), offsets)
+        pair_i = np.concatenate([fp.pair_i for fp in fps]).astype(np.int64) + atom_shift
+        pair_j = np.concatenate([fp.pair_j for fp in fps]).astype(np.int64) + atom_shift
+        dfeatures = np.concatenate([np.asarray(fp.dfeatures, dtype=np.float64) for fp in fps])
+        return pair_i, pair_j, dfeatures, offsets
+
     def jacobians_of(self, ids) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The Jacobians of the images ``ids`` as one block, read straight into place.
 
@@ -695,6 +714,22 @@ class ShardSet:
             self._rows(shard, "dfeatures", a, b, dfeatures[p0:p1])
         atom_shift = np.repeat(np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]]), counts)
         return pair_i + atom_shift, pair_j + atom_shift, dfeatures, offsets
+
+    def structures_of(self, ids) -> list:
+        """The stored structures of the images ``ids`` as ASE ``Atoms`` (numbers, positions in Å,
+        cell, pbc; no labels), for recomputing what the store does not hold."""
+        from ase import Atoms
+
+        out = []
+        for g in self._require_built(ids):
+            shard, local = self._locate(int(g))
+            a0, a1 = int(shard.atom_offsets[local]), int(shard.atom_offsets[local + 1])
+            cell = np.load(shard.path / "cells.npy", mmap_mode="r")[local]
+            pbc = np.load(shard.path / "pbc.npy", mmap_mode="r")[local]
+            start = int(self.atom_start[g])
+            out.append(Atoms(numbers=self.numbers[start:start + a1 - a0], positions=self._rows(shard, "positions", a0, a1),
+                             cell=np.array(cell), pbc=np.array(pbc)))
+        return out
 
     def image_numbers(self, ids) -> list[np.ndarray]:
         """Atomic numbers of each image in ``ids``."""

@@ -14,6 +14,12 @@
 * ``"auto"`` (default): streams when the images come from files (paths or
   :func:`~mfbo.training.open_images` views) and the in-memory estimate exceeds ``memory_limit_gb``.
 
+A streamed run with forces either stores the force Jacobians in the shards (``jacobians = "store"``:
+read back batch by batch, the fastest on a CPU) or stores fingerprints only and recomputes each
+batch's Jacobians on the run's device (``"recompute"``: a store about 1/150 of the size, so 50k OC20
+images take about 1.5 GB of disk instead of 200 GB). ``"auto"`` stores them when the Jacobian store of
+the whole pool and validation set fits within the shard stores' size limit, else recomputes.
+
 Both modes give the same learning curve for the same seed (same batches, same arithmetic).
 """
 
@@ -56,6 +62,7 @@ __all__ = [
 ]
 
 DATA_MODES = ("auto", "memory", "stream")
+JACOBIAN_MODES = ("auto", "store", "recompute")
 
 
 def _default_workers() -> int:
@@ -82,6 +89,8 @@ class DataOptions:
             stores of other parameter sets are removed after a run opens its own (default:
             ``$MFBO_CACHE_MAX_GB``, else min(20, half of their size + free disk); see
             :func:`mfbo.training._shards.bound_shard_root`).
+        jacobians: "auto", "store" or "recompute": where a streamed run's force Jacobians come from
+            (module docstring).
     """
 
     mode: str = "auto"
@@ -90,10 +99,13 @@ class DataOptions:
     shard_size: int = DEFAULT_SHARD_SIZE
     memory_limit_gb: float = 2.0
     max_gb: float | None = None
+    jacobians: str = "auto"
 
     def __post_init__(self):
         if self.mode not in DATA_MODES:
             raise ConfigError(f"data_mode={self.mode!r} must be one of {', '.join(DATA_MODES)}")
+        if self.jacobians not in JACOBIAN_MODES:
+            raise ConfigError(f"shard_jacobians={self.jacobians!r} must be one of {', '.join(JACOBIAN_MODES)}")
         if self.workers is not None and int(self.workers) < 1:
             raise ConfigError(f"featurize_workers={self.workers!r} must be at least 1")
         if int(self.shard_size) < 1:
@@ -202,6 +214,22 @@ def resolve_data_mode(options: DataOptions, train_images, val_images, params, de
     views = [_as_view(train_images), _as_view(val_images)]
     estimate = sum(estimate_memory_bytes(v, params, derivatives) for v in views)
     return "stream" if estimate > float(options.memory_limit_gb) * 1e9 else "memory"
+
+
+def resolve_jacobian_mode(options: DataOptions, views, params, root) -> str:
+    """"store" or "recompute" for a streamed run with forces over the files of ``views`` (module
+    docstring): "auto" stores the Jacobians when the estimated store of every image of those files
+    fits within the shard stores' size limit (:func:`mfbo.training._shards.bound_shard_root`)."""
+    if options.jacobians != "auto":
+        return options.jacobians
+    from mfbo.fingerprints._store import resolve_limit
+
+    files = {source_key(v): open_images(v.path) for v in views}
+    estimate = sum(estimate_memory_bytes(f, params, True) for f in files.values())
+    root = Path(root)
+    probe = next((p for p in [root, *root.parents] if p.exists()), Path.cwd())
+    limit = resolve_limit(options.max_gb, probe, 0)[0]
+    return "store" if estimate <= 0.9 * limit else "recompute"
 
 
 def _images(source, what: str, require_forces: bool) -> list:
@@ -315,6 +343,7 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
     root = _shard_root(options, cache)
     workers = options.workers or _default_workers()
     t0, c0 = time.perf_counter(), time.process_time()
+    jacobians = resolve_jacobian_mode(options, [pool, val], params, root) if forces_on else "none"
     ids = pool.indices[nested_subset_indices(len(pool), data_fraction, config.seed)]
     # Per file: the images in the order runs need them (validation, then the pool's nested-subset
     # order) and the ones this run needs, so a fraction of the data featurises only that fraction.
@@ -325,7 +354,8 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
         firsts.append(first)
         needs.append(needed)
     stores = {
-        key: _open_store(view, params, root, derivatives=forces_on, first=np.concatenate(firsts),
+        key: _open_store(view, params, root, derivatives=jacobians == "store", require_forces=forces_on,
+                         first=np.concatenate(firsts),
                          needed=np.concatenate(needs), workers=workers, shard_size=options.shard_size,
                          progress=progress)
         for key, (view, firsts, needs) in plans.items()
@@ -347,8 +377,12 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
         config.feature_scaling_per_element,
     )
     tscaler = TargetScaler.fit(train_store.energies[ids], train_store.image_numbers(ids), config.target_scaling)
-    train_sp = StreamedPack.over(train_store, ids, fscaler, tscaler, device, dtype, jacobian=forces_on)
-    val_sp = StreamedPack.over(val_store, val.indices, fscaler, tscaler, device, dtype, jacobian=forces_on)
+    # Recomputed Jacobians come from the run's parameters on its device.
+    recompute = params if jacobians == "recompute" else None
+    train_sp = StreamedPack.over(train_store, ids, fscaler, tscaler, device, dtype, jacobian=forces_on,
+                                 recompute=recompute)
+    val_sp = StreamedPack.over(val_store, val.indices, fscaler, tscaler, device, dtype, jacobian=forces_on,
+                               recompute=recompute)
     return PreparedData(
         train=train_sp,
         val=val_sp,
@@ -375,8 +409,8 @@ def needed_first_order(first, n: int) -> np.ndarray:
     return np.concatenate([head, rest])
 
 
-def _open_store(view, params, root, *, derivatives: bool, first, needed, workers: int, shard_size: int,
-                progress: bool) -> ShardSet:
+def _open_store(view, params, root, *, derivatives: bool, require_forces: bool, first, needed, workers: int,
+                shard_size: int, progress: bool) -> ShardSet:
     """The shard store a run reads ``needed`` from: a file-order store already complete on disk (one
     featurised whole beforehand), else the store in :func:`needed_first_order` with the shards holding
     ``needed`` computed (resuming)."""
@@ -386,7 +420,7 @@ def _open_store(view, params, root, *, derivatives: bool, first, needed, workers
             return ShardSet(plain)
         except DataError:
             pass  # incomplete: the ordered store below computes only what this run needs
-    return build_shards(view, params, root, derivatives=derivatives, require_forces=derivatives, workers=workers,
+    return build_shards(view, params, root, derivatives=derivatives, require_forces=require_forces, workers=workers,
                         shard_size=shard_size, progress=progress, order=needed_first_order(first, view.file_length),
                         needed=needed)
 
@@ -407,8 +441,9 @@ def _labels(store: ShardSet, ids) -> LabelSet:
     )
 
 
-def _read_pack(store: ShardSet, ids, *, features: bool, jacobian: bool) -> PackedImages:
-    """A float64 CPU pack of the images ``ids`` (labels always; features and Jacobians on request)."""
+def _read_pack(store: ShardSet, ids, *, features: bool, jacobian: bool, recompute=None, device="cpu") -> PackedImages:
+    """A float64 CPU pack of the images ``ids`` (labels always; features and Jacobians on request,
+    the Jacobians recomputed on ``device`` with the GMPParams ``recompute`` when given)."""
     atoms = store.atom_ids(ids)
     natoms = store.natoms[ids]
     offsets = np.zeros(len(ids) + 1, dtype=np.int64)
@@ -423,7 +458,10 @@ def _read_pack(store: ShardSet, ids, *, features: bool, jacobian: bool) -> Packe
         free=torch.from_numpy(store.free[atoms]),
     )
     if jacobian:
-        pair_i, pair_j, dfeatures, pair_offsets = store.jacobians_of(ids)
+        if recompute is not None:
+            pair_i, pair_j, dfeatures, pair_offsets = store.recomputed_jacobians_of(ids, recompute, device)
+        else:
+            pair_i, pair_j, dfeatures, pair_offsets = store.jacobians_of(ids)
         pi, pj, df = torch.from_numpy(pair_i), torch.from_numpy(pair_j), torch.from_numpy(dfeatures)
         spans = list(zip(pair_offsets[:-1].tolist(), pair_offsets[1:].tolist()))
         first_atom = offsets[:-1].tolist()
@@ -438,23 +476,26 @@ def _read_pack(store: ShardSet, ids, *, features: bool, jacobian: bool) -> Packe
 
 class StreamedPack(ScaledPack):
     """A ScaledPack whose labels and targets are in memory and whose features and Jacobians are read
-    from the shards batch by batch (:meth:`batch`). ``packed.features`` has no columns."""
+    from the shards batch by batch (:meth:`batch`; Jacobians recomputed there with the GMPParams
+    ``recompute`` when given). ``packed.features`` has no columns."""
 
     @classmethod
     def over(cls, store: ShardSet, ids, fscaler: FeatureScaler, tscaler: TargetScaler, device, dtype, *,
-             jacobian: bool) -> StreamedPack:
+             jacobian: bool, recompute=None) -> StreamedPack:
         ids = np.asarray(ids, dtype=np.int64)
         labels = _read_pack(store, ids, features=False, jacobian=False).to(device, dtype)
         # Targets from the same code as the in-memory pack (a feature scaler with no columns).
         empty = FeatureScaler(fscaler.kind, fscaler.row_of_z, fscaler.mul[:, :0], fscaler.add[:, :0])
         base = ScaledPack.build(labels, empty, tscaler)
         sp = cls(**{name: getattr(base, name) for name in ScaledPack.__dataclass_fields__})
-        sp._stream = (store, ids, fscaler, tscaler, device, dtype, bool(jacobian and store.has_jacobian))
+        sp._stream = (store, ids, fscaler, tscaler, device, dtype,
+                      bool(jacobian and (store.has_jacobian or recompute is not None)), recompute)
         # The pack answers has_jacobian for what batches will carry.
-        sp.packed.dfeatures = [] if sp._stream[-1] else None
+        sp.packed.dfeatures = [] if sp._stream[6] else None
         return sp
 
     def batch(self, images):
-        store, ids, fscaler, tscaler, device, dtype, jacobian = self._stream
-        packed = _read_pack(store, ids[np.asarray(images, dtype=np.int64)], features=True, jacobian=jacobian)
+        store, ids, fscaler, tscaler, device, dtype, jacobian, recompute = self._stream
+        packed = _read_pack(store, ids[np.asarray(images, dtype=np.int64)], features=True, jacobian=jacobian,
+                            recompute=recompute, device=device)
         return ScaledPack.build(packed.to(device, dtype), fscaler, tscaler), list(range(len(images)))

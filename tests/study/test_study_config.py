@@ -66,6 +66,7 @@ ffe = 2
     ('train = "bundled:water"', 'train = "bundled:water"\ndata_memory_gb = -1', "data.data_memory_gb"),
     ('train = "bundled:water"', 'train = "bundled:water"\nshard_max_gb = 0', "data.shard_max_gb"),
     ('train = "bundled:water"', 'train = "bundled:water"\nshard_dir = 3', "data.shard_dir"),
+    ('train = "bundled:water"', 'train = "bundled:water"\nshard_jacobians = "disk"', "data.shard_jacobians"),
 ])
 def test_bad_fields_are_named(tmp_path, old, new, field):
     assert old in BASE
@@ -88,18 +89,19 @@ def test_more_bad_fields(tmp_path):
 
 
 def test_data_options_are_read_and_match_the_trainer(tmp_path):
-    from mfbo.study._config import _DATA_MODES, _DATA_OPTION_KEYS
+    from mfbo.study._config import _DATA_MODES, _DATA_OPTION_KEYS, _JACOBIAN_MODES
     from mfbo.training._cli import DATA_OPTION_KEYS
-    from mfbo.training._source import DATA_MODES
+    from mfbo.training._source import DATA_MODES, JACOBIAN_MODES
 
-    assert _DATA_MODES == DATA_MODES and _DATA_OPTION_KEYS == DATA_OPTION_KEYS
+    assert _DATA_MODES == DATA_MODES and _DATA_OPTION_KEYS == DATA_OPTION_KEYS and _JACOBIAN_MODES == JACOBIAN_MODES
     p = tmp_path / "ok.toml"
     p.write_text(BASE.replace('train = "bundled:water"', 'train = "bundled:water"\ndata_mode = "stream"\n'
                               'shard_dir = "shards"\nfeaturize_workers = 2\nshard_size = 16\ndata_memory_gb = 0.5\n'
-                              'shard_max_gb = 50'))
+                              'shard_max_gb = 50\nshard_jacobians = "recompute"'))
     cfg = load_study_file(p)
     assert cfg.data_options == {"mode": "stream", "shard_dir": str((tmp_path / "shards").resolve()), "workers": 2,
-                                "shard_size": 16, "memory_limit_gb": 0.5, "max_gb": 50}
+                                "shard_size": 16, "memory_limit_gb": 0.5, "max_gb": 50,
+                                "jacobians": "recompute"}
     assert load_study_file(p).to_dict()["data_options"] == cfg.data_options
     p.write_text(BASE)
     assert load_study_file(p).data_options == {}

@@ -125,3 +125,36 @@ def test_auto_mode_streams_files_above_the_memory_limit(oc20_file, small_config)
         DataOptions.of("fast")
     with pytest.raises(ConfigError, match="unknown data option"):
         DataOptions.of({"worker": 2})
+
+
+def test_recomputed_jacobians_give_the_stored_curve_from_a_store_without_them(oc20_file, small_config, tmp_path):
+    from mfbo.training._shards import ShardSet
+
+    view = open_images(oc20_file)
+    train_view, val_view = split_train_val(view, 0.25, seed=small_config.seed)
+    stored = train(small_config, train_view, val_view, data_fraction=0.75,
+                   data=_stream(tmp_path / "a", jacobians="store"))
+    recomputed = train(small_config, train_view, val_view, data_fraction=0.75,
+                       data=_stream(tmp_path / "b", jacobians="recompute"))
+    for a, b in zip(stored.curve, recomputed.curve, strict=True):
+        for key in ("train_energy_mae", "train_force_mae_free", "val_energy_mae", "val_force_mae", "train_loss"):
+            assert b[key] == pytest.approx(a[key], rel=1e-9), key
+    (with_jac,) = (tmp_path / "a" / "shards").glob("*/*/manifest.json")
+    (without,) = (tmp_path / "b" / "shards").glob("*/*/manifest.json")
+    assert ShardSet(with_jac.parent, needed=()).has_jacobian and not ShardSet(without.parent, needed=()).has_jacobian
+    size = {d: sum(f.stat().st_size for f in d.parent.rglob("*.npy")) for d in (with_jac, without)}
+    assert size[without] < size[with_jac] / 20
+
+
+def test_auto_jacobians_are_recomputed_when_their_store_would_pass_the_size_limit(oc20_file, small_config, tmp_path):
+    from mfbo.training._source import resolve_jacobian_mode
+
+    params = gmp_params_of(small_config)
+    pool, val = split_train_val(open_images(oc20_file), 0.25, seed=0)
+    # 24 OC20 images with Jacobians take tens of MB.
+    assert resolve_jacobian_mode(DataOptions(max_gb=10.0), [pool, val], params, tmp_path) == "store"
+    assert resolve_jacobian_mode(DataOptions(max_gb=0.001), [pool, val], params, tmp_path) == "recompute"
+    assert resolve_jacobian_mode(DataOptions(max_gb=10.0, jacobians="recompute"), [pool, val], params,
+                                 tmp_path) == "recompute"
+    with pytest.raises(ConfigError, match="shard_jacobians='disk'"):
+        DataOptions(jacobians="disk")
