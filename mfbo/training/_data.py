@@ -86,8 +86,8 @@ def load_images(source, *, require_forces: bool = False) -> list:
     """Read and check a dataset.
 
     Args:
-        source: path of any ASE-readable file (traj, extxyz, ASE db, ...) or a sequence of
-            ``ase.Atoms``.
+        source: path of any ASE-readable file (traj, extxyz, ASE db, ...), an OC20 / fairchem LMDB
+            dataset (see :mod:`mfbo.training._lmdb`), or a sequence of ``ase.Atoms``.
         require_forces: also require finite forces of shape (n_atoms, 3) on every image.
 
     Returns:
@@ -107,7 +107,16 @@ def load_images(source, *, require_forces: bool = False) -> list:
         try:
             from ase.io import read
 
-            images = read(str(path), index=":")
+            from mfbo.training._lmdb import is_lmdb_dataset
+
+            if is_lmdb_dataset(path):
+                from mfbo.training._images import open_images
+
+                images = list(open_images(path))
+            else:
+                images = read(str(path), index=":")
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"cannot read dataset file {path} with ASE: {exc}") from None
         if isinstance(images, Atoms):

@@ -5,7 +5,10 @@ only when it is asked for. ASE trajectories (``.traj``) and ASE databases (``.db
 databases too) have random access of their own; extended-XYZ files are indexed once (the byte offset
 of every frame, 8 bytes per image) and each frame is parsed on demand; any other ASE-readable format
 is read frame by frame through ``ase.io.read(path, index=i)`` (correct, but every access parses from
-the start of the file, so convert such data to ``.traj`` or extxyz first). ``take(indices)`` gives a
+the start of the file, so convert such data to ``.traj`` or extxyz first). OC20 / fairchem LMDB
+datasets (a ``.lmdb`` file, an LMDB directory or a directory of ``.lmdb`` files) are read entry by
+entry through :class:`mfbo.training._lmdb.LmdbImages`, which unpickles only data records (no code
+from the file runs). ``take(indices)`` gives a
 view on a subset (split and fidelity subsets are index arrays, never copies of images). Objects
 pickle as the path plus the index, so worker processes reopen the file themselves. Torch-free.
 """
@@ -27,6 +30,14 @@ __all__ = ["ImageFile", "open_images", "source_key"]
 
 def _format_of(path: Path) -> str:
     from ase.io.formats import filetype
+
+    from mfbo.training._lmdb import is_lmdb_dataset
+
+    if is_lmdb_dataset(path):
+        return "lmdb"
+    if path.is_dir():
+        raise DataError(f"dataset {path} is a directory that holds no LMDB files (*.lmdb or data.mdb); give a "
+                        "dataset file (.traj, extxyz, ASE database) or an LMDB dataset")
 
     try:
         fmt = filetype(str(path), guess=True)
@@ -97,6 +108,10 @@ class _Reader:
                     import ase.db
 
                     self._handle = ase.db.connect(str(self.path))
+                elif self.kind == "lmdb":
+                    from mfbo.training._lmdb import LmdbImages
+
+                    self._handle = LmdbImages(self.path)
                 else:
                     self._handle = True
             except Exception as exc:
@@ -111,6 +126,8 @@ class _Reader:
                 elif self.kind == "db":
                     self._ids = np.asarray([row.id for row in self._open().select(include_data=False)], dtype=np.int64)
                     self._n = len(self._ids)
+                elif self.kind == "lmdb":
+                    self._n = len(self._open())
                 elif self.kind == "extxyz":
                     self._offsets = _xyz_offsets(self.path)
                     self._n = len(self._offsets)
@@ -130,6 +147,8 @@ class _Reader:
                 return self._open()[int(i)]
             if self.kind == "db":
                 return self._open().get_atoms(id=int(self._ids[i]), add_additional_information=False)
+            if self.kind == "lmdb":
+                return self._open().get(int(i))
             if self.kind == "extxyz":
                 from ase.io import read
 
@@ -143,6 +162,8 @@ class _Reader:
             from ase.io import read
 
             return read(str(self.path), index=int(i))
+        except DataError:
+            raise
         except Exception as exc:
             raise DataError(f"dataset file {self.path}: cannot read image {i}: {exc}") from None
 
@@ -195,7 +216,8 @@ def open_images(path) -> ImageFile:
 
     Args:
         path: an ASE-readable file: ``.traj``, extended XYZ, an ASE database, or any other format
-            ASE reads (slow random access, see the module docstring).
+            ASE reads (slow random access, see the module docstring); or an OC20 / fairchem LMDB
+            dataset (a ``.lmdb`` file or a directory of them; needs the ``lmdb`` package).
 
     Raises:
         DataError: the file does not exist, cannot be read, or holds no images.
@@ -210,9 +232,15 @@ def open_images(path) -> ImageFile:
 
 
 def source_key(images: ImageFile) -> str:
-    """Identity of a file's content for the shard store: path, size and modification time (ns)."""
-    stat = os.stat(images.path)
+    """Identity of a dataset's content for the shard store: path, size and modification time (ns)
+    (of every file inside, for a directory)."""
+    path = images.path
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith("-lock")) if path.is_dir() \
+        else [path]
     h = hashlib.sha256()
-    h.update(str(images.path.resolve()).encode())
-    h.update(f"{stat.st_size}:{stat.st_mtime_ns}".encode())
+    h.update(str(path.resolve()).encode())
+    for f in files:
+        stat = os.stat(f)
+        name = "" if f == path else f"{f.relative_to(path)}:"
+        h.update(f"{name}{stat.st_size}:{stat.st_mtime_ns}".encode())
     return h.hexdigest()[:24]
