@@ -232,6 +232,7 @@ class BuiltinObjective(Objective):
                 "timings": result.timings,
                 "train_config": result.config.to_dict(),
                 "data_mode": result.extra.get("data_mode"),
+                "jacobians": result.extra.get("jacobians"),
             },
         }
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,6 +148,8 @@ class PreparedData:
         train_labels, val_labels: images or LabelSets for :func:`baseline_metrics`.
         featurize_s, featurize_cpu_s: wall and process-CPU seconds of featurisation (s).
         mode: "memory" or "stream".
+        jacobians: where the force Jacobians come from: "memory", "store", "recompute", or "none"
+            (no forces).
     """
 
     train: ScaledPack
@@ -162,6 +165,7 @@ class PreparedData:
     featurize_s: float
     featurize_cpu_s: float
     mode: str
+    jacobians: str = "none"
 
 
 def _is_file_source(x) -> bool:
@@ -216,10 +220,12 @@ def resolve_data_mode(options: DataOptions, train_images, val_images, params, de
     return "stream" if estimate > float(options.memory_limit_gb) * 1e9 else "memory"
 
 
-def resolve_jacobian_mode(options: DataOptions, views, params, root) -> str:
+def resolve_jacobian_mode(options: DataOptions, views, params, root, *, say: bool = False) -> str:
     """"store" or "recompute" for a streamed run with forces over the files of ``views`` (module
     docstring): "auto" stores the Jacobians when the estimated store of every image of those files
-    fits within the shard stores' size limit (:func:`mfbo.training._shards.bound_shard_root`)."""
+    fits within 90 % of the shard stores' size limit (:func:`mfbo.training._shards.bound_shard_root`).
+    With ``say``, a choice of "recompute" by "auto" is explained on stderr, with the limit that
+    would store them."""
     if options.jacobians != "auto":
         return options.jacobians
     from mfbo.fingerprints._store import resolve_limit
@@ -229,7 +235,15 @@ def resolve_jacobian_mode(options: DataOptions, views, params, root) -> str:
     root = Path(root)
     probe = next((p for p in [root, *root.parents] if p.exists()), Path.cwd())
     limit = resolve_limit(options.max_gb, probe, 0)[0]
-    return "store" if estimate <= 0.9 * limit else "recompute"
+    if estimate <= 0.9 * limit:
+        return "store"
+    if say:
+        # An epoch with recomputed Jacobians took 8x one with stored ones on a CPU (docs/training.md).
+        print(f"force Jacobians: the shards of {sum(len(f) for f in files.values())} images would take about "
+              f"{estimate / 1e9:.3g} GB, over 90 % of the shard stores' limit ({limit / 1e9:.3g} GB): they are "
+              f"recomputed per batch (slower epochs on a CPU); shard_max_gb = {np.ceil(estimate / 0.9e9):.0f} "
+              "stores them", file=sys.stderr, flush=True)
+    return "recompute"
 
 
 def _images(source, what: str, require_forces: bool) -> list:
@@ -333,6 +347,7 @@ def _prepare_memory(config, params, train_images, val_images, data_fraction, cac
         featurize_s=t_featurize,
         featurize_cpu_s=c_featurize,
         mode="memory",
+        jacobians="memory" if config.get_forces else "none",
     )
 
 
@@ -343,7 +358,7 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
     root = _shard_root(options, cache)
     workers = options.workers or _default_workers()
     t0, c0 = time.perf_counter(), time.process_time()
-    jacobians = resolve_jacobian_mode(options, [pool, val], params, root) if forces_on else "none"
+    jacobians = resolve_jacobian_mode(options, [pool, val], params, root, say=progress) if forces_on else "none"
     ids = pool.indices[nested_subset_indices(len(pool), data_fraction, config.seed)]
     # Per file: the images in the order runs need them (validation, then the pool's nested-subset
     # order) and the ones this run needs, so a fraction of the data featurises only that fraction.
@@ -397,6 +412,7 @@ def _prepare_stream(config, params, train_images, val_images, data_fraction, cac
         featurize_s=t_featurize,
         featurize_cpu_s=c_featurize,
         mode="stream",
+        jacobians=jacobians,
     )
 
 

@@ -335,6 +335,7 @@ def _train_run(config, train_images, val_images, data_fraction, n_epochs, test, 
             "best_epoch": best_epoch,
             "val_baselines": val_baselines,
             "data_mode": prepared.mode,
+            "jacobians": prepared.jacobians,
         },
     )
 

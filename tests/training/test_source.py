@@ -136,6 +136,7 @@ def test_recomputed_jacobians_give_the_stored_curve_from_a_store_without_them(oc
                    data=_stream(tmp_path / "a", jacobians="store"))
     recomputed = train(small_config, train_view, val_view, data_fraction=0.75,
                        data=_stream(tmp_path / "b", jacobians="recompute"))
+    assert (stored.extra["jacobians"], recomputed.extra["jacobians"]) == ("store", "recompute")
     for a, b in zip(stored.curve, recomputed.curve, strict=True):
         for key in ("train_energy_mae", "train_force_mae_free", "val_energy_mae", "val_force_mae", "train_loss"):
             assert b[key] == pytest.approx(a[key], rel=1e-9), key
@@ -146,14 +147,21 @@ def test_recomputed_jacobians_give_the_stored_curve_from_a_store_without_them(oc
     assert size[without] < size[with_jac] / 20
 
 
-def test_auto_jacobians_are_recomputed_when_their_store_would_pass_the_size_limit(oc20_file, small_config, tmp_path):
+def test_auto_jacobians_are_recomputed_when_their_store_would_pass_the_size_limit(oc20_file, small_config, tmp_path,
+                                                                                  capsys):
     from mfbo.training._source import resolve_jacobian_mode
 
     params = gmp_params_of(small_config)
     pool, val = split_train_val(open_images(oc20_file), 0.25, seed=0)
     # 24 OC20 images with Jacobians take tens of MB.
-    assert resolve_jacobian_mode(DataOptions(max_gb=10.0), [pool, val], params, tmp_path) == "store"
-    assert resolve_jacobian_mode(DataOptions(max_gb=0.001), [pool, val], params, tmp_path) == "recompute"
+    assert resolve_jacobian_mode(DataOptions(max_gb=10.0), [pool, val], params, tmp_path, say=True) == "store"
+    assert capsys.readouterr().err == ""
+    assert resolve_jacobian_mode(DataOptions(max_gb=0.001), [pool, val], params, tmp_path, say=True) == "recompute"
+    said = capsys.readouterr().err
+    assert "shards of 24 images would take about" in said and "recomputed per batch" in said
+    # The limit it names stores them.
+    limit = float(said.split("shard_max_gb = ")[1].split()[0])
+    assert resolve_jacobian_mode(DataOptions(max_gb=limit), [pool, val], params, tmp_path) == "store"
     assert resolve_jacobian_mode(DataOptions(max_gb=10.0, jacobians="recompute"), [pool, val], params,
                                  tmp_path) == "recompute"
     with pytest.raises(ConfigError, match="shard_jacobians='disk'"):
