@@ -105,13 +105,16 @@ class PackedImages:
         return segments
 
 
-def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor) -> torch.Tensor:
+def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor, *,
+                    batched: bool | None = None) -> torch.Tensor:
     """Forces from the fingerprint Jacobian: ``F_j = -sum_p J[p]^T dE/dfeatures[pair_i[p]]``.
 
     Args:
         packed: the pack holding the Jacobian.
         segments: from :meth:`PackedImages.batch_segments`.
         grad_features: (A_b, F) dE/d(raw features) of the batch's atoms (scaler already chained in).
+        batched: gather the batch's pairs into one block and take one product (default: on devices
+            other than the CPU), else one product per image. Both give the same numbers.
 
     Returns:
         (A_b, 3) forces in the energy units of ``grad_features`` per A; differentiable w.r.t.
@@ -122,6 +125,13 @@ def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor)
         contrib = torch.einsum("pfc,pf->pc", dfeatures, grad_features.index_select(0, pair_i))
         forces = torch.zeros(grad_features.shape[0], 3, dtype=grad_features.dtype, device=grad_features.device)
         return -forces.index_add(0, pair_j, contrib)
+    if batched is None:
+        # One product per batch costs a copy of the batch's Jacobian: on a CPU an epoch took 1.5x
+        # the per-image products' time (512 OC20 images, batch 8); on a GPU it replaces a few kernel
+        # launches per image by a few per batch.
+        batched = grad_features.device.type != "cpu"
+    if batched and len(segments) > 1:
+        return _batched_jacobian_forces(packed, segments, grad_features)
     out = []
     for atoms_slice, k in segments:
         g = grad_features[atoms_slice]
@@ -130,6 +140,22 @@ def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor)
         forces = torch.zeros(g.shape[0], 3, dtype=g.dtype, device=g.device)
         out.append(forces.index_add(0, packed.pair_j[k], contrib))
     return -torch.cat(out)
+
+
+def _batched_jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor) -> torch.Tensor:
+    """:func:`jacobian_forces` over the whole batch in one product: the batch's pairs gathered into
+    one block, their image-local atom indices shifted to batch positions."""
+    device = grad_features.device
+    images = [k for _, k in segments]
+    counts = torch.tensor([len(packed.pair_i[k]) for k in images], device=device)
+    starts = torch.tensor([sl.start for sl, _ in segments], device=device)
+    shift = torch.repeat_interleave(starts, counts)
+    pair_i = torch.cat([packed.pair_i[k] for k in images]) + shift
+    pair_j = torch.cat([packed.pair_j[k] for k in images]) + shift
+    dfeatures = torch.cat([packed.dfeatures[k] for k in images])
+    contrib = torch.einsum("pfc,pf->pc", dfeatures, grad_features.index_select(0, pair_i))
+    forces = torch.zeros(grad_features.shape[0], 3, dtype=grad_features.dtype, device=device)
+    return -forces.index_add(0, pair_j, contrib)
 
 
 def pack_images(images: Sequence, fingerprints: Sequence, *, jacobian: bool) -> PackedImages:
