@@ -231,11 +231,16 @@ def open_images(path) -> ImageFile:
     return images
 
 
+def _is_lock_file(path: Path) -> bool:
+    """An LMDB lock file: rewritten by readers, so not part of a dataset's content."""
+    return path.name == "lock.mdb" or path.name.endswith("-lock")
+
+
 def source_key(images: ImageFile) -> str:
     """Identity of a dataset's content for the shard store: path, size and modification time (ns)
     (of every file inside, for a directory)."""
     path = images.path
-    files = sorted(p for p in path.rglob("*") if p.is_file() and not p.name.endswith("-lock")) if path.is_dir() \
+    files = sorted(p for p in path.rglob("*") if p.is_file() and not _is_lock_file(p)) if path.is_dir() \
         else [path]
     h = hashlib.sha256()
     h.update(str(path.resolve()).encode())

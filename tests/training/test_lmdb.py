@@ -167,3 +167,18 @@ def test_training_streams_from_an_lmdb(tmp_path, pool_images, small_config):
     result = train(small_config, train_view, val_view, data=data)
     assert result.extra["data_mode"] == "stream" and result.n_train == 9 and result.n_val == 3
     assert np.isfinite(result.curve[-1]["val_force_mae"])
+
+
+def test_the_shard_key_of_an_lmdb_directory_follows_its_files_not_its_locks(tmp_path, pool_images):
+    from mfbo.training._images import source_key
+
+    folder = tmp_path / "s2ef"
+    folder.mkdir()
+    _write_lmdb(folder / "data.0000.lmdb", [_pickled("new", _fields_of(a)) for a in pool_images[:5]])
+    _write_lmdb(folder / "data.0001.lmdb", [_pickled("new", _fields_of(a)) for a in pool_images[5:]])
+    key = source_key(open_images(folder))
+    list(open_images(folder))
+    (folder / "data.0000.lmdb-lock").write_bytes(b"\0" * 64)
+    assert source_key(open_images(folder)) == key
+    _write_lmdb(folder / "data.0002.lmdb", [_pickled("new", _fields_of(a)) for a in pool_images[:2]])
+    assert source_key(open_images(folder)) != key and len(open_images(folder)) == len(pool_images) + 2
