@@ -92,13 +92,14 @@ def _load(source: Any) -> tuple[list, str]:
         path = Path(source)
         if not path.exists():
             raise DataError(f"{path}: no such file; give a structure file ASE can read (e.g. .traj, .xyz)")
-        from ase.io import read
+        from mfbo.training._images import read_all
 
         try:
-            images = read(str(path), ":")
+            images = read_all(path)
+        except DataError:
+            raise
         except Exception as exc:  # noqa: BLE001 - ASE raises many types for unreadable files
             raise DataError(f"{path}: ASE cannot read it as structures ({type(exc).__name__}: {exc})") from exc
-        images = images if isinstance(images, list) else [images]
         label = str(path)
     else:
         images = list(source)

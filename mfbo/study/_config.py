@@ -202,7 +202,9 @@ def _dataset(ctx: _Ctx, base: Path, fname: str, value: Any) -> Path:
         except DataError as exc:
             raise ctx.fail(fname, str(exc)) from None
     q = _resolve_path(base, value)
-    if not q.is_file():
+    from mfbo.training._lmdb import is_lmdb_dataset
+
+    if not (q.is_file() or (q.is_dir() and is_lmdb_dataset(q))):
         raise ctx.fail(fname, f"dataset file {value!r} not found (looked for {q}; relative paths are "
                               "resolved against the study file's folder; bundled data: 'bundled:oc20_train_pool')")
     return q

@@ -76,16 +76,15 @@ def _needs_forces(config: StudyConfig, base: Any) -> bool:
 
 
 def _read_images(config: StudyConfig, field_name: str, path: Path) -> list:
-    import ase.io
-    from ase import Atoms
+    from mfbo.training._images import read_all
 
     try:
-        images = ase.io.read(str(path), index=":")
+        images = read_all(path)
     except Exception as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise _field_error(config, field_name, f"cannot read {path} as structures ({msg}); give an "
-                                               "ASE-readable file (.traj, .extxyz, ASE .db, ...)") from None
-    images = [images] if isinstance(images, Atoms) else list(images)
+                                               "ASE-readable file (.traj, .extxyz, ASE .db, ...) or an OC20 "
+                                               "LMDB") from None
     if not images:
         raise _field_error(config, field_name, f"{path} holds no structures")
     return images

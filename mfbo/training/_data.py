@@ -105,16 +105,9 @@ def load_images(source, *, require_forces: bool = False) -> list:
         if not path.exists():
             raise DataError(f"dataset file {path} does not exist")
         try:
-            from ase.io import read
+            from mfbo.training._images import read_all
 
-            from mfbo.training._lmdb import is_lmdb_dataset
-
-            if is_lmdb_dataset(path):
-                from mfbo.training._images import open_images
-
-                images = list(open_images(path))
-            else:
-                images = read(str(path), index=":")
+            images = read_all(path)
         except DataError:
             raise
         except Exception as exc:

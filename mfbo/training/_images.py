@@ -25,7 +25,7 @@ import numpy as np
 
 from mfbo.errors import DataError
 
-__all__ = ["ImageFile", "open_images", "source_key"]
+__all__ = ["ImageFile", "open_images", "read_all", "source_key"]
 
 
 def _format_of(path: Path) -> str:
@@ -229,6 +229,26 @@ def open_images(path) -> ImageFile:
     if images.file_length == 0:
         raise DataError(f"dataset {path} holds no images")
     return images
+
+
+def read_all(path) -> list:
+    """Every image of a dataset as ``ase.Atoms``: an LMDB dataset read entry by entry (safely, see
+    the module docstring), anything else by ``ase.io.read(path, index=":")``.
+
+    Raises:
+        DataError: an LMDB that cannot be read. ASE's own errors pass through for the caller to
+            name its field.
+    """
+    from mfbo.training._lmdb import is_lmdb_dataset
+
+    path = Path(path)
+    if is_lmdb_dataset(path):
+        return list(open_images(path))
+    from ase import Atoms
+    from ase.io import read
+
+    images = read(str(path), index=":")
+    return [images] if isinstance(images, Atoms) else list(images)
 
 
 def _is_lock_file(path: Path) -> bool:

@@ -182,3 +182,23 @@ def test_the_shard_key_of_an_lmdb_directory_follows_its_files_not_its_locks(tmp_
     assert source_key(open_images(folder)) == key
     _write_lmdb(folder / "data.0002.lmdb", [_pickled("new", _fields_of(a)) for a in pool_images[:2]])
     assert source_key(open_images(folder)) != key and len(open_images(folder)) == len(pool_images) + 2
+
+
+def test_studies_and_derived_priors_read_an_lmdb_directory(tmp_path, pool_images):
+    from mfbo.priors import derive_gmp_prior
+    from mfbo.study._config import load_study_file
+    from mfbo.study._setup import load_split
+
+    folder = tmp_path / "s2ef"
+    folder.mkdir()
+    _write_lmdb(folder / "data.0000.lmdb", [_pickled("new", _fields_of(a)) for a in pool_images])
+    study = tmp_path / "study.toml"
+    study.write_text('[objective]\nbackend = "builtin"\n[data]\ntrain = "s2ef"\nval_fraction = 0.25\n'
+                     '[fidelity]\nepochs = [1, 10]\ndata_fraction = [0.5, 1.0]\n[budget]\nffe = 2\n')
+    split = load_split(load_study_file(study))
+    assert len(split["train"]) + len(split["val"]) == len(pool_images)
+    assert sorted(len(a) for a in split["train"] + split["val"]) == sorted(len(a) for a in pool_images)
+    from mfbo.priors._derive import structure_stats
+
+    assert structure_stats(folder).n_images_total == len(pool_images)
+    assert derive_gmp_prior(folder).stats.n_images == len(pool_images)
