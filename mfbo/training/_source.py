@@ -18,7 +18,7 @@ A streamed run with forces either stores the force Jacobians in the shards (``ja
 read back batch by batch, the fastest on a CPU) or stores fingerprints only and recomputes each
 batch's Jacobians on the run's device (``"recompute"``: a store about 1/150 of the size, so 50k OC20
 images take about 1.5 GB of disk instead of 200 GB). ``"auto"`` stores them when the Jacobian store of
-the whole pool and validation set fits within the shard stores' size limit, else recomputes.
+the whole pool and validation set fits within 90 % of the shard stores' size limit, else recomputes.
 
 Both modes give the same learning curve for the same seed (same batches, same arithmetic).
 """
