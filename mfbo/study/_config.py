@@ -230,10 +230,7 @@ def _data_options(ctx: _Ctx, base: Path, data: Mapping, backend: str) -> dict:
                                            "remove it")
     out: dict = {}
     if "data_mode" in data:
-        mode = data["data_mode"]
-        if mode not in _DATA_MODES:
-            raise ctx.fail("data.data_mode", f"expected one of {list(_DATA_MODES)}, got {mode!r}")
-        out["mode"] = mode
+        out["mode"] = _one_of(ctx, "data.data_mode", data["data_mode"], _DATA_MODES)
     if "shard_dir" in data:
         value = data["shard_dir"]
         if not isinstance(value, str) or not value:
@@ -248,11 +245,14 @@ def _data_options(ctx: _Ctx, base: Path, data: Mapping, backend: str) -> dict:
     if "shard_max_gb" in data:
         out["max_gb"] = _pos_number(ctx, "data.shard_max_gb", data["shard_max_gb"])
     if "shard_jacobians" in data:
-        if data["shard_jacobians"] not in _JACOBIAN_MODES:
-            raise ctx.fail("data.shard_jacobians",
-                           f"expected one of {list(_JACOBIAN_MODES)}, got {data['shard_jacobians']!r}")
-        out["jacobians"] = data["shard_jacobians"]
+        out["jacobians"] = _one_of(ctx, "data.shard_jacobians", data["shard_jacobians"], _JACOBIAN_MODES)
     return out
+
+
+def _one_of(ctx: _Ctx, fname: str, value: Any, options: tuple[str, ...]) -> str:
+    if value not in options:
+        raise ctx.fail(fname, f"expected one of {list(options)}, got {value!r}")
+    return value
 
 
 def _check_metric(ctx: _Ctx, metric: Any) -> Any:

@@ -112,8 +112,6 @@ def load_images(source, *, require_forces: bool = False) -> list:
             raise
         except Exception as exc:
             raise DataError(f"cannot read dataset file {path} with ASE: {exc}") from None
-        if isinstance(images, Atoms):
-            images = [images]
     elif isinstance(source, Atoms):
         images = [source]
     elif isinstance(source, Sequence):

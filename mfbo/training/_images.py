@@ -203,6 +203,10 @@ class ImageFile(Sequence):
         """A view on this view's images at ``positions`` (in that order)."""
         return ImageFile(self.path, _reader=self._reader, _indices=self.indices[np.asarray(positions, dtype=np.int64)])
 
+    def whole_file(self) -> ImageFile:
+        """A view on every image of this view's file (same reader: the file is not reopened)."""
+        return ImageFile(self.path, _reader=self._reader)
+
     def read_file_image(self, i: int):
         """Image ``i`` of the whole file (not of this view)."""
         return self._reader.get(int(i))

@@ -675,10 +675,7 @@ class ShardSet:
         from mfbo.fingerprints import featurize_many
 
         fps = featurize_many(self.structures_of(ids), params, derivatives=True, device=device)
-        counts = np.array([len(fp.pair_i) for fp in fps], dtype=np.int64)
-        offsets = np.zeros(len(fps) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
-        atom_shift = np.repeat(np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]]), counts)
+        offsets, atom_shift = self._pair_layout(ids, [len(fp.pair_i) for fp in fps])
         if not len(fps):
             return (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, self.n_features, 3)), offsets)
         pair_i = np.concatenate([fp.pair_i for fp in fps]).astype(np.int64) + atom_shift
@@ -700,9 +697,7 @@ class ShardSet:
         for g in ids:
             shard, local = self._locate(int(g))
             spans.append((shard, int(shard.pair_offsets[local]), int(shard.pair_offsets[local + 1])))
-        counts = np.array([b - a for _, a, b in spans], dtype=np.int64)
-        offsets = np.zeros(len(spans) + 1, dtype=np.int64)
-        np.cumsum(counts, out=offsets[1:])
+        offsets, atom_shift = self._pair_layout(ids, [b - a for _, a, b in spans])
         total = int(offsets[-1])
         pair_i = np.empty(total, dtype=np.int32)
         pair_j = np.empty(total, dtype=np.int32)
@@ -712,8 +707,17 @@ class ShardSet:
             self._rows(shard, "pair_i", a, b, pair_i[p0:p1])
             self._rows(shard, "pair_j", a, b, pair_j[p0:p1])
             self._rows(shard, "dfeatures", a, b, dfeatures[p0:p1])
-        atom_shift = np.repeat(np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]]), counts)
         return pair_i + atom_shift, pair_j + atom_shift, dfeatures, offsets
+
+    def _pair_layout(self, ids, counts) -> tuple[np.ndarray, np.ndarray]:
+        """For a block of the pairs of images ``ids`` (``counts[k]`` pairs of image k, in order): the
+        pair offsets (n_ids + 1) and, per pair, the index of its image's first atom among the
+        concatenated atoms of ``ids`` (what turns image-local atom indices into block ones)."""
+        counts = np.asarray(counts, dtype=np.int64)
+        offsets = np.zeros(len(counts) + 1, dtype=np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        first_atom = np.concatenate([[0], np.cumsum(self.natoms[np.asarray(ids, dtype=np.int64)])[:-1]])
+        return offsets, np.repeat(first_atom, counts)
 
     def structures_of(self, ids) -> list:
         """The stored structures of the images ``ids`` as ASE ``Atoms`` (numbers, positions in Å,

@@ -230,7 +230,7 @@ def resolve_jacobian_mode(options: DataOptions, views, params, root, *, say: boo
         return options.jacobians
     from mfbo.fingerprints._store import resolve_limit
 
-    files = {source_key(v): open_images(v.path) for v in views}
+    files = {source_key(v): v.whole_file() for v in views}
     estimate = sum(estimate_memory_bytes(f, params, True) for f in files.values())
     root = Path(root)
     probe = next((p for p in [root, *root.parents] if p.exists()), Path.cwd())
