@@ -41,6 +41,11 @@ What it measures, each in a fresh child process (``mfbo train``; peak RSS from `
    fractions 0.1, 0.25, 0.5 and 1 in turn, each resuming the last, against a cold featurisation of
    the whole file in file order (the baseline, measured in the same process): seconds and images
    featurised per step, and the ratio of the cumulative seconds to the baseline's.
+6. (``--only-jacobian-epochs``) Stored against recomputed Jacobians over a whole epoch: in this
+   process, 1-epoch streamed trainings on the first ``--sizes[-1]`` images of the file (20 % of them
+   validation) with ``shard_jacobians = "store"`` and ``"recompute"``, alternating, ``--feat-repeats``
+   times after one run of each that builds its store: epoch seconds, their ratio, and the bytes of
+   each store.
 """
 
 from __future__ import annotations
@@ -264,6 +269,43 @@ def featurisation_speed(path: Path, n_images: int, workdir: Path, repeats: int =
     return out
 
 
+def jacobian_epochs(path: Path, n_images: int, workdir: Path, repeats: int = 1) -> dict:
+    """Epoch seconds of streamed trainings with stored against recomputed Jacobians (item 6)."""
+    import torch
+
+    from mfbo.training import TrainConfig, open_images, split_train_val, train
+
+    torch.set_num_threads(1)
+    view = open_images(path).take(np.arange(n_images))
+    pool, val = split_train_val(view, 0.2, seed=0)
+    config = TrainConfig(epochs=1)
+    modes = ("store", "recompute")
+    stores = {mode: workdir / f"jacobian-epochs-{mode}" for mode in modes}
+
+    def epoch(mode: str) -> float:
+        data = {"mode": "stream", "shard_dir": str(stores[mode]), "workers": 1, "jacobians": mode}
+        result = train(config, pool, val, data=data, progress=False)
+        if result.extra["jacobians"] != mode:
+            raise SystemExit(f"asked for shard_jacobians={mode!r}, the run used {result.extra['jacobians']!r}")
+        return result.curve[0]["epoch_time"]
+
+    for mode in modes:  # builds each store; not timed
+        epoch(mode)
+    seconds: dict = {mode: [] for mode in modes}
+    for _ in range(repeats):
+        for mode in modes:
+            seconds[mode].append(epoch(mode))
+    med = {mode: float(np.median(v)) for mode, v in seconds.items()}
+    out = {"n_images": n_images, "n_train": len(pool), "n_val": len(val), "epoch_s": seconds,
+           "recompute_over_store": med["recompute"] / med["store"],
+           "store_bytes": {mode: _bytes_under(d) for mode, d in stores.items()}}
+    print(f"1 epoch on {len(pool)} + {len(val)} images: stored Jacobians {med['store']:.2f} s, recomputed "
+          f"{med['recompute']:.2f} s ({out['recompute_over_store']:.1f}x); shards {out['store_bytes']['store'] / 1e6:.0f} MB "
+          f"against {out['store_bytes']['recompute'] / 1e6:.1f} MB "
+          f"({out['store_bytes']['store'] / out['store_bytes']['recompute']:.0f}x)", flush=True)
+    return out
+
+
 def subset_featurisation(path: Path, n_images: int, workdir: Path, shard_size: int = 32, seed: int = 1) -> dict:
     """Seconds to featurise the nested fidelity subsets of the first ``n_images`` of ``path`` in the
     order a streamed run needs them, against the whole file at once (see the module docstring, 5)."""
@@ -438,6 +480,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-memory-reference", action="store_true",
                     help="skip the in-memory run at the smallest size (it holds every Jacobian of the training and "
                          "validation images in memory)")
+    ap.add_argument("--only-jacobian-epochs", action="store_true",
+                    help="epoch time with stored against recomputed Jacobians only (first --sizes[-1] images)")
     ap.add_argument("--only-subsets", action="store_true",
                     help="measure the featurisation of nested fidelity subsets only (first --sizes[-1] images)")
     args = ap.parse_args(argv)
@@ -466,6 +510,9 @@ def main(argv: list[str] | None = None) -> int:
         make_dataset(data, n_file, args.rattle)
         print(f"wrote {n_file} rattled OC20 images to {data} in {time.perf_counter() - t0:.0f} s", flush=True)
 
+    if args.only_jacobian_epochs:
+        report["jacobian_epochs"] = jacobian_epochs(data, sizes[-1], workdir, args.feat_repeats)
+        return _finish(report, args.out, tmp)
     if args.only_subsets:
         report["subset_featurisation"] = subset_featurisation(data, sizes[-1], workdir, args.feat_shard_size)
         return _finish(report, args.out, tmp)

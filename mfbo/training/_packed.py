@@ -123,8 +123,8 @@ def jacobian_forces(packed: PackedImages, segments, grad_features: torch.Tensor,
     if packed.flat_pairs is not None and [k for _, k in segments] == list(range(packed.n_images)):
         return _pair_forces(*packed.flat_pairs, grad_features)
     if batched is None:
-        # One product per batch costs a copy of the batch's Jacobian: on a CPU an epoch took 1.5x
-        # the per-image products' time (512 OC20 images, batch 8); on a GPU it replaces a few kernel
+        # One product per batch costs a copy of the batch's Jacobian: on a CPU an epoch took 1.34x
+        # the per-image products' time (analysis/bench_force_product.py); on a GPU it replaces a few kernel
         # launches per image by a few per batch.
         batched = grad_features.device.type != "cpu"
     if batched and len(segments) > 1:

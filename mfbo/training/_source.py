@@ -238,7 +238,7 @@ def resolve_jacobian_mode(options: DataOptions, views, params, root, *, say: boo
     if estimate <= 0.9 * limit:
         return "store"
     if say:
-        # An epoch with recomputed Jacobians took 8x one with stored ones on a CPU (docs/training.md).
+        # An epoch with recomputed Jacobians took 11x one with stored ones on a CPU (docs/training.md).
         print(f"force Jacobians: the shards of {sum(len(f) for f in files.values())} images would take about "
               f"{estimate / 1e9:.3g} GB, over 90 % of the shard stores' limit ({limit / 1e9:.3g} GB): they are "
               f"recomputed per batch (slower epochs on a CPU); shard_max_gb = {np.ceil(estimate / 0.9e9):.0f} "
