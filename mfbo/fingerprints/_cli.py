@@ -12,13 +12,15 @@ def register(subparsers) -> None:
         "fingerprint",
         help="compute GMP fingerprints of structures (AMPTorch-compatible)",
         description=(
-            "Compute GMP fingerprints for every image of an ASE-readable file and write one "
+            "Compute GMP fingerprints for every image of an ASE-readable file or an OC20 / fairchem "
+            "LMDB dataset (a .lmdb file or a directory of them) and write one "
             "float64 array (n_atoms x n_features, AMPTorch column order) per image under keys "
             "'0', '1', ... of an .npz file. With --derivatives also '<k>__pair_i', '<k>__pair_j' "
             "and '<k>__dfeatures' (the pair-list Jacobian, feature units per Å)."
         ),
     )
-    p.add_argument("input", metavar="INPUT", help="structures in any ASE-readable format")
+    p.add_argument("input", metavar="INPUT",
+                   help="structures in any ASE-readable format, or an OC20 / fairchem LMDB dataset")
     p.add_argument(
         "--params",
         required=True,
@@ -26,7 +28,7 @@ def register(subparsers) -> None:
         help="JSON with 'fp_scheme' and AMPTorch fp_params keys (MCSHs, cutoff, ...) at top level",
     )
     p.add_argument("--out", required=True, metavar="OUT.npz", help="output .npz file")
-    p.add_argument("--index", default=":", help="ASE index of the images to read (default: all)")
+    p.add_argument("--index", default=":", help="ASE index of the images to read, e.g. 3 or 0:100 (default: all)")
     p.add_argument("--derivatives", action="store_true", help="also write the fingerprint Jacobian")
     p.add_argument("--cache-dir", default=None, help="fingerprint cache directory (default: no cache)")
     p.add_argument(
@@ -73,18 +75,7 @@ def _handler(args: argparse.Namespace) -> int:
     except FingerprintError as exc:
         raise type(exc)(f"{args.params}: {exc}") from None
 
-    from ase.io import read
-
-    if not Path(args.input).is_file():
-        raise DataError(f"input file {args.input} does not exist")
-    try:
-        images = read(args.input, index=args.index)
-    except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"
-        raise DataError(f"cannot read structures from {args.input}: {type(exc).__name__}: {exc}") from None
-    if not isinstance(images, list):
-        images = [images]
-    if not images:
-        raise DataError(f"{args.input} holds no structure (index {args.index!r})")
+    images = _read_input(args.input, args.index)
 
     if args.cache_dir:
         fps = FingerprintCache(args.cache_dir, device=args.device, max_gb=max_gb).featurize_many(
@@ -113,3 +104,47 @@ def _handler(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _read_input(path: str, index: str) -> list:
+    """The images of ``path`` selected by the ASE index string ``index``.
+
+    Raises:
+        DataError: the input does not exist, cannot be read, or the index selects nothing.
+    """
+    from pathlib import Path
+
+    from ase.io.formats import string2index
+
+    from mfbo.errors import DataError
+
+    # The trainer's reader: it reads LMDB datasets entry by entry without running their pickles' code.
+    from mfbo.training._images import read_all
+    from mfbo.training._lmdb import is_lmdb_dataset
+
+    if not Path(path).exists():
+        raise DataError(f"input file {path} does not exist")
+    try:
+        selector = string2index(index)
+    except ValueError:
+        raise DataError(f"--index {index!r} is not an ASE index (3, -1, 0:100, ::2)") from None
+    if is_lmdb_dataset(Path(path)):
+        images = read_all(path)  # raises DataError naming the file and entry
+    else:
+        if not Path(path).is_file():
+            raise DataError(f"input {path} is a directory that holds no .lmdb file; give a structure file")
+        from ase.io import read
+
+        try:
+            images = read(path, index=":")
+        except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"
+            raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from None
+        images = [images] if not isinstance(images, list) else images
+    try:
+        chosen = images[selector]
+    except IndexError:
+        raise DataError(f"--index {index!r} is out of range: {path} holds {len(images)} images") from None
+    chosen = [chosen] if not isinstance(chosen, list) else chosen
+    if not chosen:
+        raise DataError(f"{path} holds no structure (index {index!r})")
+    return chosen

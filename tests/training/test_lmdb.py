@@ -202,3 +202,32 @@ def test_studies_and_derived_priors_read_an_lmdb_directory(tmp_path, pool_images
 
     assert structure_stats(folder).n_images_total == len(pool_images)
     assert derive_gmp_prior(folder).stats.n_images == len(pool_images)
+
+
+def test_mfbo_fingerprint_reads_an_lmdb_and_its_index(tmp_path, pool_images):
+    import json
+    import subprocess
+
+    from mfbo.fingerprints import GMPParams, featurize
+
+    path = tmp_path / "data.lmdb"
+    _write_lmdb(path, [_pickled("new", _fields_of(a)) for a in pool_images[:4]])
+    spec = {"fp_scheme": "gmpordernorm", "MCSHs": {"orders": [0, 1], "sigmas": [0.5, 1.0]}, "cutoff": 5}
+    (tmp_path / "params.json").write_text(json.dumps(spec))
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "mfbo.cli", "fingerprint", *args, "--params", "params.json"],
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+    r = cli("data.lmdb", "--index", "1:3", "--out", "fp.npz")
+    assert r.returncode == 0, r.stderr
+    out = np.load(tmp_path / "fp.npz")
+    assert sorted(out.files) == ["0", "1"]
+    params = GMPParams.from_fp_params(spec, "gmpordernorm")
+    for k, atoms in enumerate(pool_images[1:3]):
+        # the LMDB holds float32 positions, so the features agree to float32 precision of the geometry
+        np.testing.assert_allclose(out[str(k)], featurize(atoms, params).features, rtol=1e-4, atol=1e-6)
+    bad = cli("data.lmdb", "--index", "9", "--out", "bad.npz")
+    assert bad.returncode != 0 and "out of range" in bad.stderr and "4 images" in bad.stderr
+    assert not (tmp_path / "bad.npz").exists()
