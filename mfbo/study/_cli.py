@@ -146,6 +146,12 @@ def _print_status(st: dict, out) -> None:
           f"{t['abandoned']} abandoned", file=out)
     print(f"  budget: {b['ffe_used']:.3f} / {_fmt(b['ffe_budget'])} FFE, "
           f"{b['wall_time_used_s']:.0f} / {_fmt(b['wall_time_budget_s'])} s", file=out)
+    if b.get("optimizer_s") is not None:
+        from mfbo.study._study import optimizer_share_text
+
+        print(f"  optimiser's own time: {b['optimizer_s']:.1f} s ("
+              f"{optimizer_share_text(b['optimizer_s'], b['wall_time_used_s'], t['completed'] + t['failed'])})",
+              file=out)
     best = st.get("best_so_far")
     if best and best.get("value") is not None:
         print(f"  best so far at target fidelity: {best['value']:.6g} (trial {best['trial_id']}, fraction "

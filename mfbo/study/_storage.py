@@ -369,12 +369,30 @@ class StudyStore:
                 ax_db.create_all_tables(ax_db.get_engine())
             self._ax_ready = True
 
-    def save_experiment(self, experiment: Any) -> None:
-        """Persist the optimiser's Ax experiment with Ax's SQL storage (tables created on first use)."""
-        from ax.storage.sqa_store.save import save_experiment
+    def save_experiment(self, experiment: Any, saved: dict | None = None) -> dict:
+        """Persist the optimiser's Ax experiment with Ax's SQL storage (tables created on first use).
+
+        Args:
+            experiment: the Ax ``Experiment``.
+            saved: what the previous call returned for this experiment object, or None. With it only
+                the trials that are new or whose status changed since are written (Ax's
+                ``save_or_update_trials``, their data included); a whole save rewrites every trial and
+                grew to about 1 s per call at 40 trials.
+
+        Returns:
+            trial index -> status name as stored, for the next call.
+        """
+        from ax.storage.sqa_store.save import save_experiment, save_or_update_trials
 
         self._ax_init()
-        save_experiment(experiment)
+        state = {i: t.status.name for i, t in experiment.trials.items()}
+        if saved is None or getattr(experiment, "db_id", None) is None:
+            save_experiment(experiment)
+        else:
+            changed = [experiment.trials[i] for i, status in state.items() if saved.get(i) != status]
+            if changed:
+                save_or_update_trials(experiment, changed)
+        return state
 
     def delete_experiment(self, name: str) -> None:
         """Remove a stored Ax experiment (before a rebuilt optimiser's experiment replaces it)."""

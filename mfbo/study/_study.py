@@ -23,6 +23,7 @@ import threading
 import time
 import uuid
 from collections.abc import Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -227,7 +228,9 @@ class Study:
             "stop_reason": state.get("stop_reason"), "trials": counts,
             "budget": {"ffe_used": used, "ffe_budget": self.config.budget_ffe,
                        "wall_time_used_s": state.get("elapsed_s", 0.0),
-                       "wall_time_budget_s": self.config.budget_wall_time},
+                       "wall_time_budget_s": self.config.budget_wall_time,
+                       **optimizer_time(state.get("optimizer_s", 0.0), state.get("elapsed_s", 0.0),
+                                        counts["completed"] + counts["failed"])},
             "best_so_far": best, "recommendation": state.get("recommendation"),
             "calibration": state.get("calibration"), "storage": self.storage_url, "executor": self.config.executor,
             "workers": self.config.workers, "best_json": str(self.dir / "best.json")
@@ -516,6 +519,29 @@ def _best_row(rows: list[dict], targets: Mapping | None) -> dict | None:
             "data_fraction": b["data_fraction"], "epochs": b["epochs"], "at_target": True}
 
 
+def optimizer_time(optimizer_s: float, wall_s: float, n_trials: int) -> dict:
+    """The optimiser's own wall time beside the study's.
+
+    Returns:
+        ``optimizer_s`` (s, every session), ``optimizer_share`` (of the study's wall time ``wall_s``; None
+        before any time passed) and ``optimizer_s_per_trial`` (s per finished trial; None before one).
+    """
+    return {"optimizer_s": float(optimizer_s),
+            "optimizer_share": float(optimizer_s) / wall_s if wall_s > 0 else None,
+            "optimizer_s_per_trial": float(optimizer_s) / n_trials if n_trials else None}
+
+
+def optimizer_share_text(optimizer_s: float, wall_s: float, n_trials: int) -> str:
+    """``"12 % of the wall time, 0.8 s per trial"`` for logs and ``mfbo status``."""
+    t = optimizer_time(optimizer_s, wall_s, n_trials)
+    parts = []
+    if t["optimizer_share"] is not None:
+        parts.append(f"{100 * t['optimizer_share']:.0f} % of the wall time")
+    if t["optimizer_s_per_trial"] is not None:
+        parts.append(f"{t['optimizer_s_per_trial']:.2f} s per trial")
+    return ", ".join(parts) or "no time yet"
+
+
 def _best_so_far(best: dict | None, recommendation: Mapping | None) -> dict | None:
     """``status()["best_so_far"]``: the best target-fidelity result, or, before one exists, a record that
     says so (``"value": None, "at_target": False``) with the optimiser's recommendation and its predicted
@@ -585,6 +611,11 @@ class _Driver:
         self.checked = checked or {}
         self.last_line = -math.inf
         self.elapsed_before: float | None = None  # known once _setup has read the stored state
+        # The optimiser's own wall time (ask, tell, recommendations, rebuilding on resume), earlier
+        # sessions' from the stored state plus this one's: the driver does nothing else while it runs,
+        # so free workers wait for it.
+        self.optimizer_before = 0.0
+        self.optimizer_session_s = 0.0
         self.store = study._open_store()
         self.log = _make_logger(self.dir, study.uid)
         self.url = self.store.url
@@ -594,6 +625,8 @@ class _Driver:
         self.idx: dict[int, int] = {}  # trial_id -> optimiser index
         self.ax_error: str | None = None
         self._ax_dirty = False
+        self._ax_saved: dict | None = None  # trial index -> status as last saved, for self._ax_saved_for
+        self._ax_saved_for: Any = None
 
     # -- setup ---------------------------------------------------------------------------
     def _setup(self):
@@ -620,6 +653,7 @@ class _Driver:
                 self.ax_name = exp.name
         st = self.store.state()
         self.elapsed_before = float(st.get("elapsed_s", 0.0))
+        self.optimizer_before = float(st.get("optimizer_s", 0.0))
         # After a stop for failures, one trial at a time until one completes: a cause left unfixed costs one
         # more failed trial, not a new round of them.
         self.probe = st.get("status") == "stopped"
@@ -650,7 +684,8 @@ class _Driver:
                                   error="the driver stopped while this trial ran; abandoned on resume")
                 n_abandoned += 1
         rows = self.store.trials("trial")
-        self.idx = _replay(self.opt, rows)
+        with self._optimizer_clock():
+            self.idx = _replay(self.opt, rows)
         self.first_session_id = self.store.next_trial_id()
         if rows:
             self.log.info("resumed: %d recorded trials (%d results ingested from files, %d abandoned)",
@@ -678,6 +713,23 @@ class _Driver:
     def wall(self) -> float:
         return self.elapsed_before + (time.monotonic() - self.t_session)
 
+    @contextmanager
+    def _optimizer_clock(self):
+        """Count the wall time of the block as the optimiser's own."""
+        t0 = time.monotonic()
+        try:
+            yield
+        finally:
+            self.optimizer_session_s += time.monotonic() - t0
+
+    def optimizer_s(self) -> float:
+        """The optimiser's own wall time over every session (s)."""
+        return self.optimizer_before + self.optimizer_session_s
+
+    def _times(self) -> dict:
+        """The study's wall time and the optimiser's share of it, as stored in the study state."""
+        return {"elapsed_s": self.wall(), "optimizer_s": self.optimizer_s()}
+
     # -- outcomes ------------------------------------------------------------------------
     def _record_outcome(self, trial_id: int, info: Mapping, rec: dict | None, reason: str | None, tell: bool):
         nominal = self.ffe(info["data_fraction"], info["epochs"])
@@ -689,8 +741,9 @@ class _Driver:
                 self.log.info("trial %d completed: value %.6g (fraction %.3g, %d epochs, %.1f s)", trial_id,
                               curve[-1], info["data_fraction"], info["epochs"], float(rec.get("cost", 0)))
                 if tell:
-                    _safe_tell(self.opt, self.idx[trial_id], curve, float(rec.get("cost", 0.0)),
-                               rec.get("metadata") or {}, self.log)
+                    with self._optimizer_clock():
+                        _safe_tell(self.opt, self.idx[trial_id], curve, float(rec.get("cost", 0.0)),
+                                   rec.get("metadata") or {}, self.log)
         else:
             error = (rec or {}).get("error") or reason or "unknown failure"
             error = scrub(error, self.url)
@@ -701,7 +754,8 @@ class _Driver:
                 self.last_error = error
                 self.log.warning("trial %d failed: %s", trial_id, error)
                 if tell:
-                    self.opt.tell_failed(self.idx[trial_id], error)
+                    with self._optimizer_clock():
+                        self.opt.tell_failed(self.idx[trial_id], error)
         if ok:
             self._ax_dirty = True
 
@@ -713,11 +767,16 @@ class _Driver:
             self._record_outcome(out.key, info, out.record, out.reason, tell=True)
 
     def _save_ax(self):
-        if not self._ax_dirty or getattr(self.opt, "experiment", None) is None:
+        experiment = getattr(self.opt, "experiment", None)
+        if not self._ax_dirty or experiment is None:
             return
         self._ax_dirty = False
         try:
-            self.store.save_experiment(self.opt.experiment)
+            # a rebuilt optimiser (resume) has a new experiment object: saved whole once, then by trial
+            saved = self._ax_saved if self._ax_saved_for is experiment else None
+            with self._optimizer_clock():
+                self._ax_saved = self.store.save_experiment(experiment, saved)
+            self._ax_saved_for = experiment
             self.ax_error = None
         except Exception as exc:
             msg = scrub(f"{type(exc).__name__}: {exc}", self.url)
@@ -747,7 +806,8 @@ class _Driver:
         info = getattr(self.opt, "recommendation_info", None)
         if n_completed and callable(info):
             try:
-                self._rec = _json_safe(info())
+                with self._optimizer_clock():
+                    self._rec = _json_safe(info())
             except Exception as exc:  # noqa: BLE001 - a report; the study goes on without it
                 self.log.warning("no recommendation for the progress report: %s", exc)
             else:
@@ -840,7 +900,7 @@ class _Driver:
             reason = f"stopped by {name}"
             updates: dict[str, Any] = {"status": "interrupted", "stop_reason": reason}
             if self.elapsed_before is not None:
-                updates["elapsed_s"] = self.wall()
+                updates.update(self._times())
             try:
                 self.store.set_state(**updates)
             finally:
@@ -894,7 +954,8 @@ class _Driver:
                     free = min(free, 1 - len(self.running))
                 room = cfg.budget_ffe is None or c["used_ffe"] + pending < cfg.budget_ffe
                 if free > 0 and room:
-                    cands = self.opt.ask(free)
+                    with self._optimizer_clock():
+                        cands = self.opt.ask(free)
                     for cand in cands:
                         pending_now = sum(self.ffe(i["data_fraction"], i["epochs"]) for i in self.running.values())
                         if cfg.budget_ffe is None or c["used_ffe"] + pending_now < cfg.budget_ffe:
@@ -906,7 +967,7 @@ class _Driver:
                     break
                 now = time.monotonic()
                 if now - last_state_save > 2.0:
-                    self.store.set_state(elapsed_s=self.wall())
+                    self.store.set_state(**self._times())
                     last_state_save = now
                 self._show(c)
                 time.sleep(_POLL_S)
@@ -914,18 +975,20 @@ class _Driver:
             signalled = isinstance(exc, (KeyboardInterrupt, _Terminated))
             self._abandon_running("the driver was stopped by a signal" if signalled else
                                   "the driver stopped with an error")
-            self.store.set_state(elapsed_s=self.wall())
+            self.store.set_state(**self._times())
             raise
         c = self._counts()
         self._show(c, force=True)
-        self.store.set_state(elapsed_s=self.wall())
+        self.store.set_state(**self._times())
         if stop_reason:
             self._abandon_running("study stopped: too many failures")
             self.store.set_state(status="stopped", stop_reason=stop_reason)
             self.log.error("study stopped: %s", stop_reason)
             raise StudyStopped(f"study {cfg.name} stopped: {stop_reason}")
-        self.log.info("budget spent: %.3f FFE, %.0f s wall time; %d completed, %d failed trials", c["used_ffe"],
-                      self.wall(), c["completed"], c["failed"])
+        self.log.info("budget spent: %.3f FFE, %.0f s wall time; %d completed, %d failed trials; the optimiser's own "
+                      "time %.1f s (%s)", c["used_ffe"], self.wall(), c["completed"], c["failed"],
+                      self.optimizer_s(), optimizer_share_text(self.optimizer_s(), self.wall(),
+                                                               c["completed"] + c["failed"]))
         if c["completed"] == 0:
             self.store.set_state(status="finished", stop_reason="no trial completed; nothing to recommend")
             return
@@ -933,7 +996,7 @@ class _Driver:
             self._final()
         else:
             self._write_best(None)
-        self.store.set_state(status="finished", elapsed_s=self.wall())
+        self.store.set_state(status="finished", **self._times())
         self.log.info("study finished")
 
     def _abandon_running(self, reason: str):
@@ -959,7 +1022,8 @@ class _Driver:
     def _final(self):
         from mfbo.study._worker import run_final
 
-        params = self.opt.recommend()
+        with self._optimizer_clock():
+            params = self.opt.recommend()
         df = self.targets.get(self.df_name, 1.0) if self.df_name else 1.0
         ep = self.targets.get(self.ep_name, 1) if self.ep_name else 1
         finals = self.store.trials("final")
@@ -976,7 +1040,8 @@ class _Driver:
         predict = getattr(self.opt, "predict_target", None)
         if callable(predict):
             try:
-                prediction = _json_safe(predict(params))
+                with self._optimizer_clock():
+                    prediction = _json_safe(predict(params))
             except Exception as exc:  # noqa: BLE001 - the calibration record is optional
                 self.log.warning("no prediction for the final run: %s", exc)
         self.store.set_state(final_prediction={"params": params, "prediction": prediction})
@@ -1019,7 +1084,11 @@ class _Driver:
                              f"failed: {error}; every trial is kept - fix the cause and run 'mfbo resume {self.dir}'")
 
     def _write_best(self, rec: dict | None):
-        params = rec["params"] if rec else self.opt.recommend()
+        if rec:
+            params = rec["params"]
+        else:
+            with self._optimizer_clock():
+                params = self.opt.recommend()
         c = self._counts()
         stored = self.store.state().get("final_prediction") or {}
         prediction = stored.get("prediction") if rec and stored.get("params") == params else None
@@ -1030,6 +1099,7 @@ class _Driver:
             self.log.info("final run: %.6g against the predicted %.6g ± %.3g (z = %.2f)", value,
                           prediction["mean"], prediction["sd"], z)
             self.store.set_state(calibration={"prediction": prediction, "value": value, "z": z})
+        wall = self.wall()
         best = {
             "params": params,
             "train_config": (rec or {}).get("train_config"),
@@ -1050,7 +1120,8 @@ class _Driver:
             "metric": self.cfg.metric,
             "study": {"name": self.cfg.name, "dir": str(self.dir), "backend": self.cfg.backend,
                       "trials": {k: c[k] for k in ("completed", "failed", "abandoned")},
-                      "budget_used_ffe": c["used_ffe"], "wall_time_s": self.wall(),
+                      "budget_used_ffe": c["used_ffe"], "wall_time_s": wall,
+                      **optimizer_time(self.optimizer_s(), wall, c["completed"] + c["failed"]),
                       "best_trial": c["best"]},
             "versions": (rec or {}).get("versions"),
         }

@@ -28,6 +28,12 @@ def test_quick_study_end_to_end(tmp_path):
         assert so_far["value"] is None and so_far["trial_id"] is None and set(so_far["params"]) == {"x", "y"}
         assert so_far["prediction"]["mean"] > 0 and so_far["prediction"]["sd"] > 0
     # the final retraining against the prediction stored before it ran
+    # the optimiser's own wall time, beside the study's: part of it, and per finished trial
+    b = st["budget"]
+    n_finished = st["trials"]["completed"] + st["trials"]["failed"]
+    assert 0 < b["optimizer_s"] < b["wall_time_used_s"]
+    assert b["optimizer_share"] == pytest.approx(b["optimizer_s"] / b["wall_time_used_s"])
+    assert b["optimizer_s_per_trial"] == pytest.approx(b["optimizer_s"] / n_finished)
     cal = st["calibration"]
     pred = cal["prediction"]
     assert pred["sd"] > 0 and cal["z"] == pytest.approx((cal["value"] - pred["mean"]) / pred["sd"])
@@ -41,6 +47,9 @@ def test_quick_study_end_to_end(tmp_path):
     assert len(best["validation_curve"]) == 8
     assert best["prediction"] == pred and best["z"] == pytest.approx(cal["z"])
     assert best["validation_value"] == cal["value"]
+    # best.json was written before the study's last state: the optimiser's time then, no more than now
+    assert 0 < best["study"]["optimizer_s"] <= b["optimizer_s"]
+    assert best["study"]["optimizer_share"] == pytest.approx(best["study"]["optimizer_s"] / best["study"]["wall_time_s"])
     # every finished trial has its atomically written result file with versions and the curve
     files = sorted((d / "results").glob("trial_*.json"))
     assert len(files) == st["trials"]["completed"] + st["trials"]["failed"]
@@ -56,6 +65,7 @@ def test_quick_study_end_to_end(tmp_path):
     assert len(rec["curve"]) == rec["epochs"]
     log = (d / "study.log").read_text()
     assert "driver started" in log and "study finished" in log
+    assert "the optimiser's own time" in log
 
     r = run_cli("status", d)
     assert r.returncode == 0 and "best so far" in r.stdout
@@ -63,9 +73,21 @@ def test_quick_study_end_to_end(tmp_path):
     assert ("no trial has run at target fidelity yet; the recommendation is predicted" in r.stdout) \
         is not so_far["at_target"]
     assert f"(z = {cal['z']:.2f})" in r.stdout
+    assert f"optimiser's own time: {b['optimizer_s']:.1f} s ({100 * b['optimizer_share']:.0f} % of the wall time" in r.stdout
     progress = [ln for ln in log.splitlines() if "progress:" in ln]
     assert progress and all(("best at target" in ln) or ("no target-fidelity result yet" in ln) or "best -" in ln
                             for ln in progress)
+    # the Ax record in the study DB, saved trial by trial as they changed: every trial with its status,
+    # and each completed trial's last value
+    from mfbo.study import Study
+
+    exp = Study.load(d)._open_store().load_experiment(json.loads((d / "study.json").read_text())["ax_experiment"])
+    status = {t.index: t.status.name for t in exp.trials.values()}
+    assert sorted(status.values()).count("COMPLETED") == st["trials"]["completed"]
+    assert len(status) == sum(st["trials"].values())
+    df = exp.lookup_data().df.sort_values(["trial_index", "step"])
+    finals = sorted(df.groupby("trial_index")["mean"].last().tolist())
+    assert finals == pytest.approx(sorted(r["curve"][-1] for r in recs), rel=1e-8)  # Ax keeps 10 digits
     # a second `run` on the same output refuses and points to resume
     r = run_cli("run", study, cwd=tmp_path)
     assert r.returncode != 0 and "mfbo resume" in r.stderr
