@@ -611,9 +611,9 @@ class _Driver:
         self.checked = checked or {}
         self.last_line = -math.inf
         self.elapsed_before: float | None = None  # known once _setup has read the stored state
-        # The optimiser's own wall time (ask, tell, recommendations, rebuilding on resume), earlier
-        # sessions' from the stored state plus this one's: the driver does nothing else while it runs,
-        # so free workers wait for it.
+        # The optimiser's own wall time (ask, tell, recommendations, rebuilding on resume, saving its Ax
+        # record), earlier sessions' from the stored state plus this one's: the driver does nothing else
+        # while it runs, so free workers wait for it.
         self.optimizer_before = 0.0
         self.optimizer_session_s = 0.0
         self.store = study._open_store()
