@@ -109,6 +109,9 @@ def _handler(args: argparse.Namespace) -> int:
 def _read_input(path: str, index: str) -> list:
     """The images of ``path`` selected by the ASE index string ``index``.
 
+    An LMDB dataset is opened lazily and only the selected entries are read; any other file is read by
+    ASE with the index.
+
     Raises:
         DataError: the input does not exist, cannot be read, or the index selects nothing.
     """
@@ -119,7 +122,7 @@ def _read_input(path: str, index: str) -> list:
     from mfbo.errors import DataError
 
     # The trainer's reader: it reads LMDB datasets entry by entry without running their pickles' code.
-    from mfbo.training._images import read_all
+    from mfbo.training._images import ImageFile, open_images
     from mfbo.training._lmdb import is_lmdb_dataset
 
     if not Path(path).exists():
@@ -129,22 +132,22 @@ def _read_input(path: str, index: str) -> list:
     except ValueError:
         raise DataError(f"--index {index!r} is not an ASE index (3, -1, 0:100, ::2)") from None
     if is_lmdb_dataset(Path(path)):
-        images = read_all(path)  # raises DataError naming the file and entry
+        dataset = open_images(path)  # raises DataError naming the file
+        try:
+            chosen = dataset[selector]
+        except IndexError:
+            raise DataError(f"--index {index!r} is out of range: {path} holds {len(dataset)} images") from None
+        chosen = list(chosen) if isinstance(chosen, ImageFile) else [chosen]
     else:
         if not Path(path).is_file():
             raise DataError(f"input {path} is a directory that holds no .lmdb file; give a structure file")
         from ase.io import read
 
         try:
-            images = read(path, index=":")
+            chosen = read(path, index=index)
         except Exception as exc:  # ASE raises many kinds; all mean "cannot read this file"
             raise DataError(f"cannot read structures from {path}: {type(exc).__name__}: {exc}") from None
-        images = [images] if not isinstance(images, list) else images
-    try:
-        chosen = images[selector]
-    except IndexError:
-        raise DataError(f"--index {index!r} is out of range: {path} holds {len(images)} images") from None
-    chosen = [chosen] if not isinstance(chosen, list) else chosen
+        chosen = chosen if isinstance(chosen, list) else [chosen]
     if not chosen:
         raise DataError(f"{path} holds no structure (index {index!r})")
     return chosen
