@@ -19,6 +19,17 @@ TINY_FP = {"cutoff": 4.0, "MCSHs": {"0": {"groups": [1], "sigmas": [0.4, 1.0]},
 TINY_STUDY_OPTIMIZER = {"n_initial": 2, "raw_samples": 64, "num_restarts": 1}
 
 
+def load_analysis_script(relative: str, name: str | None = None):
+    """A script under ``analysis/`` (not a package) imported as a module named ``name`` (default: its stem)."""
+    import importlib.util
+
+    path = REPO / "analysis" / relative
+    spec = importlib.util.spec_from_file_location(name or path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def cli_env(drop: Iterable[str] = (), **extra: str) -> dict:
     """The environment of a CLI subprocess: one torch/OpenMP thread, this checkout first on the path.
 

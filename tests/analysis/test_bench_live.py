@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import load_analysis_script
+
 pytestmark = pytest.mark.slow
 
-_PATH = Path(__file__).resolve().parents[2] / "analysis" / "bench_live.py"
-
-
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_live", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_script("bench_live.py")
 
 
 def test_bench_live_runs_both_methods_and_reports_finite_test_errors(tmp_path, monkeypatch):

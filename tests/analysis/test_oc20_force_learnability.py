@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import numpy as np
 
-_PATH = Path(__file__).resolve().parents[2] / "analysis" / "oc20_force_learnability.py"
+from tests.helpers import load_analysis_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("oc20_force_learnability", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_analysis_script("oc20_force_learnability.py")
 
 
 def test_design_times_weights_is_the_linear_models_free_atom_forces():

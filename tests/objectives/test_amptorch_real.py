@@ -21,7 +21,7 @@ from mfbo.errors import TrainingDiverged
 from mfbo.objectives._amptorch import AmptorchObjective
 from mfbo.objectives._amptorch_env import smoke_config, tiny_images, worker_env
 from mfbo.training._config import TrainConfig
-from tests.helpers import REPO, TINY_FP, WATER, run_cli, water_study
+from tests.helpers import TINY_FP, WATER, load_analysis_script, run_cli, water_study
 
 
 def _water(n):
@@ -142,11 +142,7 @@ def test_parity_with_the_same_start_and_no_validation_leak(amptorch_python):
     # built-in trainer's initial weights, one batch per epoch, validation = the training images.
     # What remains is AMPTorch's energy std over the duplicated images (ddof=1), smaller by
     # 1 - sqrt((N-1)/N * 2N/(2N-1)) (1.1 % for N = 24); the curves agree within 2 %.
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("parity_amptorch", REPO / "analysis" / "parity_amptorch.py")
-    parity = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(parity)
+    parity = load_analysis_script("parity_amptorch.py")
     train_images = _water(24)
     val_images = [a.copy() for a in train_images]
     for atoms, src in zip(val_images, train_images):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import subprocess
@@ -12,15 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tests.helpers import load_analysis_script
+
 RUN_PY = Path(__file__).resolve().parents[2] / "analysis" / "benchmarks" / "run.py"
 
 
 @pytest.fixture(scope="module")
 def run_mod():
-    spec = importlib.util.spec_from_file_location("mfbo_bench_run", RUN_PY)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_analysis_script("benchmarks/run.py", "mfbo_bench_run")
 
 
 def test_regret_on_grid_and_cost_to_target(run_mod):
