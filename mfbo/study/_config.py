@@ -46,7 +46,7 @@ _SECTIONS = {
     "fidelity": {"data_fraction", "epochs"},
     "budget": {"ffe", "wall_time"},
     "execution": {"workers", "executor", "trial_timeout", "max_failure_rate", "min_trials_for_failure_rate",
-                  "dask"},
+                  "dask", "driver_threads"},
     "storage": {"url"},
     "optimizer": {"factory", "options"},
     "final": {"enabled", "timeout"},
@@ -84,6 +84,8 @@ class StudyConfig:
         trial_timeout: seconds after which a trial is killed and recorded failed (``None``: none).
         max_failure_rate: the study stops when more than this fraction of finished trials failed.
         min_trials_for_failure_rate: ...once at least this many trials finished.
+        driver_threads: torch threads of the driver's optimiser (``None``, "auto" in the file: with the
+            local executor, the cores the workers leave free, at least one; otherwise torch's default).
         storage_url: as written: ``None`` (SQLite in the study dir), a SQLAlchemy URL or ``env:VAR``.
         optimizer_factory: dotted path of the optimiser class/factory (``None``: MultiFidelityOptimizer).
         optimizer_options: keyword arguments for it (e.g. ``n_initial``).
@@ -117,6 +119,7 @@ class StudyConfig:
     trial_timeout: float | None = None
     max_failure_rate: float = 0.5
     min_trials_for_failure_rate: int = 3
+    driver_threads: int | None = None
     storage_url: str | None = None
     optimizer_factory: str | None = None
     optimizer_options: dict = field(default_factory=dict)
@@ -485,6 +488,12 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
         raise ctx.fail("execution.max_failure_rate", f"expected a number in [0, 1], got {mfr!r}")
     mtf = _pos_number(ctx, "execution.min_trials_for_failure_rate", ex.get("min_trials_for_failure_rate", 3),
                       integer=True)
+    driver_threads = ex.get("driver_threads", "auto")
+    if driver_threads == "auto":
+        driver_threads = None
+    elif isinstance(driver_threads, bool) or not isinstance(driver_threads, int) or driver_threads < 1:
+        raise ctx.fail("execution.driver_threads", f"expected \"auto\" or a number of threads >= 1, got "
+                                                   f"{driver_threads!r}")
 
     url = raw.get("storage", {}).get("url")
     if url is not None:
@@ -520,7 +529,8 @@ def parse_study_dict(raw: Mapping[str, Any], *, base_dir: Path, source: str = "s
         objective_options=dict(options), base_config=dict(base_config), python_path=python_path,
         prior_files=prior_files, space=space, fidelity=fidelity, budget_ffe=budget_ffe, budget_wall_time=wall,
         workers=workers, executor=executor, dask=dask, trial_timeout=trial_timeout,
-        max_failure_rate=float(mfr), min_trials_for_failure_rate=mtf, storage_url=url,
+        max_failure_rate=float(mfr), min_trials_for_failure_rate=mtf, driver_threads=driver_threads,
+        storage_url=url,
         optimizer_factory=factory, optimizer_options=dict(opt_options), final_enabled=final_enabled,
         final_timeout=final_timeout, source=source_path,
     )

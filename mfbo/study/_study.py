@@ -41,6 +41,10 @@ _SECRET = ".storage_url"
 _OBJECTIVE_PKL = "objective.pkl"
 _POLL_S = 0.2
 _PROGRESS_EVERY_S = 30.0
+# The Ax record and the recommendation shown in progress reports are refreshed at most this often while
+# trials run, and always at the end: both are views of the trial rows, which are written at once (a
+# resumed study rebuilds both from them), and every refresh is optimiser time a free worker waits for.
+_REFRESH_EVERY_S = 30.0
 
 
 def _now() -> float:
@@ -627,6 +631,11 @@ class _Driver:
         self._ax_dirty = False
         self._ax_saved: dict | None = None  # trial index -> status as last saved, for self._ax_saved_for
         self._ax_saved_for: Any = None
+        self._ax_saved_at = -math.inf
+        self._rec: dict | None = None  # the recommendation with its standing, for progress and status
+        self._rec_n: int | None = None  # completed trials when it was made
+        self._rec_at = -math.inf
+        self._threads_before: int | None = None
 
     # -- setup ---------------------------------------------------------------------------
     def _setup(self):
@@ -700,6 +709,28 @@ class _Driver:
         except Exception as exc:
             self.log.warning("could not replace the stored Ax experiment: %s", scrub(str(exc), self.url))
 
+    def _limit_threads(self):
+        """Set the torch threads of the driver's optimiser (``execution.driver_threads``; restored by
+        :meth:`close`).
+
+        "auto": with local workers, the cores they leave free, at least one. Each local worker gets
+        ``cpu_count // workers`` threads, so a driver keeping torch's default (every core) oversubscribes
+        the machine exactly while a worker waits for its proposal, and the GP on a few hundred rows gains
+        nothing from more threads (``analysis/bench_driver_threads.py``).
+        """
+        n = self.cfg.driver_threads
+        if n is None:
+            if not self.launcher.local:
+                return
+            cores = os.cpu_count() or 1
+            workers = max(1, self.cfg.workers)
+            n = max(1, cores - workers * max(1, cores // workers))
+        import torch
+
+        if n != torch.get_num_threads():
+            self._threads_before = torch.get_num_threads()
+            torch.set_num_threads(n)
+
     # -- accounting ----------------------------------------------------------------------
     def ffe(self, data_fraction: float, epochs: int) -> float:
         """Nominal cost of a trial in full-fidelity equivalents: (fraction / target) x (epochs / target)."""
@@ -761,16 +792,22 @@ class _Driver:
 
     def _ingest(self):
         for out in self.launcher.poll():
-            info = self.running.pop(out.key, None)
+            info = self.running.get(out.key)
             if info is None:
                 continue
+            # Dropped from self.running only once its row is final: a signal in between leaves it there,
+            # and _abandon_running records it from its result file (or finds its row already closed).
             self._record_outcome(out.key, info, out.record, out.reason, tell=True)
+            self.running.pop(out.key, None)
 
-    def _save_ax(self):
+    def _save_ax(self, force: bool = False):
         experiment = getattr(self.opt, "experiment", None)
         if not self._ax_dirty or experiment is None:
             return
+        if not force and time.monotonic() - self._ax_saved_at < _REFRESH_EVERY_S:
+            return
         self._ax_dirty = False
+        self._ax_saved_at = time.monotonic()
         try:
             # a rebuilt optimiser (resume) has a new experiment object: saved whole once, then by trial
             saved = self._ax_saved if self._ax_saved_for is experiment else None
@@ -785,7 +822,7 @@ class _Driver:
             self.ax_error = msg
 
     # -- main loop -----------------------------------------------------------------------
-    def _counts(self) -> dict:
+    def _counts(self, final: bool = False) -> dict:
         rows = self.store.trials("trial", light=True)
         c = {s: sum(r["status"] == s for r in rows) for s in ("running", "completed", "failed", "abandoned")}
         c["used_ffe"] = sum(r["cost_ffe"] for r in rows if r["status"] in ("completed", "failed"))
@@ -794,17 +831,20 @@ class _Driver:
         c["session_finished"] = sum(r["status"] in ("completed", "failed") for r in mine)
         b = _best_row(rows, {"data_fraction": self.targets.get(self.df_name, 1.0) if self.df_name else 1.0,
                              "epochs": self.targets.get(self.ep_name) if self.ep_name else None})
-        c["best"] = _best_so_far(b, self._recommendation(c["completed"]))
+        c["best"] = _best_so_far(b, self._recommendation(c["completed"], force=final))
         return c
 
-    def _recommendation(self, n_completed: int) -> dict | None:
-        """The optimiser's recommendation with its standing (refreshed when a trial completed; stored in
-        the study state for ``mfbo status``)."""
-        if n_completed == getattr(self, "_rec_n", None):
+    def _recommendation(self, n_completed: int, force: bool = False) -> dict | None:
+        """The optimiser's recommendation with its standing (stored in the study state for ``mfbo status``):
+        refreshed when trials completed since the last refresh, at most every ``_REFRESH_EVERY_S`` unless
+        ``force``."""
+        if n_completed == self._rec_n or (n_completed and not force
+                                          and time.monotonic() - self._rec_at < _REFRESH_EVERY_S):
             return self._rec
         self._rec_n, self._rec = n_completed, None
         info = getattr(self.opt, "recommendation_info", None)
         if n_completed and callable(info):
+            self._rec_at = time.monotonic()
             try:
                 with self._optimizer_clock():
                     self._rec = _json_safe(info())
@@ -921,6 +961,7 @@ class _Driver:
                                                               preload=self._preload(), state_dir=self.dir)
         for msg in getattr(self.launcher, "messages", ()):
             self.log.info("%s", msg)
+        self._limit_threads()
         if self.progress and sys.stderr.isatty():  # otherwise plain lines (_show), readable in batch logs
             from tqdm import tqdm
 
@@ -977,7 +1018,8 @@ class _Driver:
                                   "the driver stopped with an error")
             self.store.set_state(**self._times())
             raise
-        c = self._counts()
+        self._save_ax(force=True)
+        c = self._counts(final=True)
         self._show(c, force=True)
         self.store.set_state(**self._times())
         if stop_reason:
@@ -1016,7 +1058,7 @@ class _Driver:
                 except Exception as exc:  # the record is what matters; the optimiser is discarded next
                     self.log.warning("optimiser refused abandon(%d): %s", key, exc)
         self._ax_dirty = True
-        self._save_ax()
+        self._save_ax(force=True)
 
     # -- end of study --------------------------------------------------------------------
     def _final(self):
@@ -1131,6 +1173,11 @@ class _Driver:
     def close(self):
         if self.launcher is not None and self.study._launcher is None:
             self.launcher.shutdown()
+        if self._threads_before is not None:
+            import torch
+
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
         if self.bar is not None:
             self.bar.close()
         wlog = logging.getLogger("py.warnings")

@@ -129,6 +129,7 @@ def run_trial(spec: dict) -> dict:
         ``cost`` (s), ``records`` (per-epoch dicts), ``metadata``, ``timings``, ``versions``; or status
         "failed" with ``error``.
     """
+    _ignore_interrupts()  # first: a Ctrl-C during the set-up below would print a worker traceback
     rec = _base_record(spec)
     t0 = time.perf_counter()
     try:
@@ -156,6 +157,7 @@ def run_final(spec: dict) -> dict:
     ``spec["model_path"]``; other objectives get a verification run of ``evaluate`` at target fidelity
     (no model, no test metrics).
     """
+    _ignore_interrupts()  # first: a Ctrl-C during the set-up below would print a worker traceback
     rec = _base_record(spec)
     t0 = time.perf_counter()
     try:

@@ -77,8 +77,8 @@ def test_quick_study_end_to_end(tmp_path):
     progress = [ln for ln in log.splitlines() if "progress:" in ln]
     assert progress and all(("best at target" in ln) or ("no target-fidelity result yet" in ln) or "best -" in ln
                             for ln in progress)
-    # the Ax record in the study DB, saved trial by trial as they changed: every trial with its status,
-    # and each completed trial's last value
+    # the Ax record in the study DB (saved trial by trial, at most every 30 s, and at the end): every
+    # trial with its status, and each completed trial's last value
     from mfbo.study import Study
 
     exp = Study.load(d)._open_store().load_experiment(json.loads((d / "study.json").read_text())["ax_experiment"])

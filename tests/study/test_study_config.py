@@ -19,6 +19,8 @@ def test_valid_file_resolves_paths_and_defaults(tmp_path):
     assert cfg.fidelity == {"data_fraction": [0.25, 1.0], "epochs": [1, 8]}
     assert cfg.metric == "val_energy_mae_per_atom"
     assert cfg.executor == "local" and cfg.storage_url == "env:MFBO_DB"
+    assert cfg.driver_threads is None  # "auto"
+    assert load_study_file(write_study(tmp_path / "t.toml", execution={"driver_threads": 3})).driver_threads == 3
 
 
 def test_shipped_study_files_validate(tmp_path):
@@ -77,6 +79,8 @@ def test_bad_fields_are_named(tmp_path, old, new, field):
 def test_more_bad_fields(tmp_path):
     assert "execution.executor" in _bad(tmp_path, BASE + "[execution]\nexecutor = 'mpi'\n")
     assert "execution.max_failure_rate" in _bad(tmp_path, BASE + "[execution]\nmax_failure_rate = 2\n")
+    assert "execution.driver_threads" in _bad(tmp_path, BASE + "[execution]\ndriver_threads = 0\n")
+    assert "execution.driver_threads" in _bad(tmp_path, BASE + "[execution]\ndriver_threads = 'all'\n")
     assert "storage.url" in _bad(tmp_path, BASE + "[storage]\nurl = 'mysql://x'\n")
     assert "objective.metric" in _bad(tmp_path, BASE.replace('backend = "builtin"',
                                                               'backend = "builtin"\nmetric = "accuracy"'))
