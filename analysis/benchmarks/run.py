@@ -441,6 +441,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(Path(__file__).parent / "results"))
     ap.add_argument("--force", action="store_true", help="rerun runs whose JSON already exists")
     ap.add_argument("--summarise-only", action="store_true", help="only rebuild results.json and plots")
+    ap.add_argument("--runs-from", default=None, metavar="RESULTS_JSON",
+                    help="first write the runs recorded in this results.json (e.g. the committed one, whose "
+                         "runs/ folder is not kept) into OUT/runs, keeping run files that already exist")
     args = ap.parse_args(argv)
 
     budgets = dict(DEFAULT_BUDGETS)
@@ -470,6 +473,16 @@ def main(argv: list[str] | None = None) -> int:
     method_options = json.loads(args.method_options)
     out = Path(args.out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
+    if args.runs_from:
+        try:
+            stored = json.loads(Path(args.runs_from).read_text())["runs"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            ap.error(f"--runs-from {args.runs_from}: not a readable results.json with 'runs' ({exc})")
+        for rec in stored:
+            path = out / "runs" / rec["problem"] / rec["method"] / f"seed{rec['seed']}.json"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(json.dumps(rec))
 
     def pkw(problem: str) -> dict:
         return {"data_dir": args.yahpo_data} if problem.startswith("yahpo") and args.yahpo_data else {}

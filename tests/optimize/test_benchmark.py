@@ -101,6 +101,15 @@ def test_cli_end_to_end(tmp_path):
     # a rerun reuses the stored runs and only rebuilds the summary
     proc2 = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc2.returncode == 0 and "runs in" not in proc2.stderr
+    # runs/ is not committed: a summary elsewhere can start from the stored results.json
+    out2 = tmp_path / "res2"
+    cmd2 = cmd[:cmd.index("--out")] + ["--out", str(out2), "--summarise-only", "--runs-from", str(out / "results.json")]
+    proc3 = subprocess.run(cmd2, capture_output=True, text=True, timeout=300)
+    assert proc3.returncode == 0, proc3.stderr[-2000:]
+    data2 = json.loads((out2 / "results.json").read_text())
+    assert len(list((out2 / "runs").rglob("seed*.json"))) == 4
+    for name, m in data2["problems"]["hartmann6_mf"]["methods"].items():
+        assert m["final_regret"] == pytest.approx(ps["methods"][name]["final_regret"], rel=1e-6)
 
 
 def test_cli_rejects_a_malformed_budget(tmp_path):
