@@ -714,7 +714,7 @@ class _Driver:
         :meth:`close`).
 
         "auto": with local workers, the cores they leave free, at least one. Each local worker gets
-        ``cpu_count // workers`` threads, so a driver keeping torch's default (every core) oversubscribes
+        :meth:`_worker_threads`, so a driver keeping torch's default (every core) oversubscribes
         the machine exactly while a worker waits for its proposal, and the GP on a few hundred rows gains
         nothing from more threads (``analysis/bench_driver_threads.py``).
         """
@@ -722,9 +722,7 @@ class _Driver:
         if n is None:
             if not self.launcher.local:
                 return
-            cores = os.cpu_count() or 1
-            workers = max(1, self.cfg.workers)
-            n = max(1, cores - workers * max(1, cores // workers))
+            n = max(1, (os.cpu_count() or 1) - max(1, self.cfg.workers) * self._worker_threads())
         import torch
 
         if n != torch.get_num_threads():
@@ -920,15 +918,17 @@ class _Driver:
             mods.append(type(self.objective).__module__)
         return mods
 
-    def _spec(self, key, params, data_fraction, epochs) -> dict:
-        import multiprocessing
+    def _worker_threads(self) -> int:
+        """Torch threads of each trial: this machine's cores shared among the workers (at least one)."""
+        return max(1, (os.cpu_count() or 1) // max(1, self.cfg.workers))
 
+    def _spec(self, key, params, data_fraction, epochs) -> dict:
         local = self.launcher.local
         return {
             "trial_id": key, "params": dict(params), "data_fraction": float(data_fraction), "epochs": int(epochs),
             "objective": self.blob, "result_path": str(result_path(self.dir, key)),
             "python_path": [str(p) for p in self.cfg.python_path],
-            "threads": max(1, (multiprocessing.cpu_count() or 1) // max(1, self.cfg.workers)),
+            "threads": self._worker_threads(),
             "driver_pid": os.getpid() if local else None, "watch_driver": local,
         }
 

@@ -12,6 +12,7 @@ from tests.helpers import load_analysis_script
 
 pytestmark = pytest.mark.slow
 
+
 def _bench():
     return load_analysis_script("bench_live.py")
 

@@ -49,6 +49,16 @@ def write_study(path: Path, *, output: str = "run", budget_ffe: float = 0.3, wor
     return path
 
 
+def stored_experiment(d: Path):
+    """The Ax experiment a study stored in its database (not the one a rebuilt optimiser holds)."""
+    import json
+
+    from mfbo.study import Study
+
+    name = json.loads((Path(d) / "study.json").read_text())["ax_experiment"]
+    return Study.load(d)._open_store().load_experiment(name)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.study.conftest import run_cli, write_study
+from tests.study.conftest import run_cli, stored_experiment, write_study
 
 
 def test_quick_study_end_to_end(tmp_path):
@@ -79,9 +79,7 @@ def test_quick_study_end_to_end(tmp_path):
                             for ln in progress)
     # the Ax record in the study DB (saved trial by trial, at most every 30 s, and at the end): every
     # trial with its status, and each completed trial's last value
-    from mfbo.study import Study
-
-    exp = Study.load(d)._open_store().load_experiment(json.loads((d / "study.json").read_text())["ax_experiment"])
+    exp = stored_experiment(d)
     status = {t.index: t.status.name for t in exp.trials.values()}
     assert sorted(status.values()).count("COMPLETED") == st["trials"]["completed"]
     assert len(status) == sum(st["trials"].values())

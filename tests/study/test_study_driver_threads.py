@@ -3,13 +3,11 @@ the cores they leave free, an explicit number is used as given, and the caller's
 
 from __future__ import annotations
 
-import json
-
 import torch
 
 from mfbo.optimize import MultiFidelityOptimizer
 from mfbo.study import Study
-from tests.study.conftest import write_study
+from tests.study.conftest import stored_experiment, write_study
 
 
 def _run_recording_threads(tmp_path, name: str, execution: dict) -> tuple[list[int], Study]:
@@ -43,8 +41,7 @@ def test_driver_threads_auto_leaves_the_cores_to_local_workers_then_restores(tmp
         assert seen and set(seen) == {1}
         assert torch.get_num_threads() == 2
         # the Ax record is complete at the end although saves are spaced while trials run
-        d = study.dir
-        exp = study._open_store().load_experiment(json.loads((d / "study.json").read_text())["ax_experiment"])
+        exp = stored_experiment(study.dir)
         rows = study.trial_rows()
         assert len(exp.trials) == len(rows) and rows
         assert sum(t.status.name == "COMPLETED" for t in exp.trials.values()) == \

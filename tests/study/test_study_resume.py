@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.study.conftest import cli_env, run_cli, wait_for, write_study
+from tests.study.conftest import cli_env, run_cli, stored_experiment, wait_for, write_study
 
 
 def _rows(d: Path) -> dict[int, dict]:
@@ -91,10 +91,7 @@ def test_kill9_driver_at_random_points_then_resume(tmp_path):
     assert st["trials"]["completed"] == sum(r["status"] == "completed" for r in rows.values())
     assert st["status"] == "finished" and (d / "best.json").is_file()
     # the Ax experiment in the study DB holds the same completed trials and observations
-    from mfbo.study import Study
-
-    study_obj = Study.load(d)
-    exp = study_obj._open_store().load_experiment(json.loads((d / "study.json").read_text())["ax_experiment"])
+    exp = stored_experiment(d)
     completed = [t for t in exp.trials.values() if t.status.is_completed]
     assert len(completed) == st["trials"]["completed"]
     df = exp.lookup_data().df.sort_values(["trial_index", "step"])
