@@ -29,6 +29,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--trials", type=int, default=60)
+    ap.add_argument("--fidelity-discrepancy", action="store_true",
+                    help="add the fidelity-discrepancy term to the surrogate's kernel")
     ap.add_argument("--json", help="write the numbers to this file")
     args = ap.parse_args(argv)
     import warnings
@@ -48,7 +50,7 @@ def main(argv=None) -> int:
     for seed in range(args.seeds):
         prob = get_problem("oc20_gmp", seed=seed)
         rng = np.random.default_rng(seed)
-        opt = MultiFidelityOptimizer(prob.space, seed=seed)
+        opt = MultiFidelityOptimizer(prob.space, seed=seed, fidelity_discrepancy=args.fidelity_discrepancy)
         for i, cfg in enumerate(prob.space.sample(args.trials, seed=seed)):
             frac, ep = (1.0, 20) if i % 4 == 0 else (float(rng.choice(levels)), int(rng.choice(epochs)))
             out = prob(cfg, frac, ep)

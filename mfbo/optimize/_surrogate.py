@@ -26,7 +26,7 @@ def uses_log_outcome(y: np.ndarray) -> bool:
 
 
 def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, warm_state: dict | None = None,
-                  maxiter: int = 200):
+                  maxiter: int = 200, discrepancy: bool = False):
     """Fit a ``SingleTaskMultiFidelityGP`` on ``(X, y)``.
 
     Args:
@@ -37,6 +37,8 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
             (hyperparameters move little between rounds, so a warm start needs few iterations).
         maxiter: L-BFGS-B iterations of the marginal-likelihood fit; 0 with a usable ``warm_state`` keeps its
             hyperparameters and only conditions the model on ``(X, y)``.
+        discrepancy: add the fidelity-discrepancy term (:func:`mfbo.optimize._kernels.discrepancy_kernel`) to
+            the kernel, so that cheap runs may disagree with the target differently in different regions.
     Returns:
         ``(model, log_outcome)``: the fitted model (on ``-g(y)``) and whether ``g`` is log.
     """
@@ -52,6 +54,13 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
         tX, tY, data_fidelities=[encoder.data_col] if encoder.data_col is not None else None,
         iteration_fidelity=encoder.iter_col, linear_truncated=False,
     )
+    if discrepancy:
+        from gpytorch.kernels import AdditiveKernel
+
+        from mfbo.optimize._kernels import discrepancy_kernel
+
+        model.covar_module = AdditiveKernel(model.covar_module,
+                                            discrepancy_kernel(range(encoder.d), encoder.fidelity_cols)).to(tX)
     warm = False
     if warm_state is not None:
         try:
@@ -177,11 +186,25 @@ class Surrogate:
         return float(np.clip(np.mean(rho), -1.0, 1.0))
 
     def fidelity_hyperparameters(self) -> dict[str, float]:
-        """Learned fidelity-kernel parameters (for reports), e.g. ``{"epochs.power": ..., "data_fraction.offset": ...}``."""
+        """Learned fidelity-kernel parameters (for reports), e.g. ``{"epochs.power": ..., "data_fraction.offset": ...}``.
+
+        With the fidelity-discrepancy term, also ``discrepancy.outputscale`` (its amplitude, in standardised
+        outcome units) and ``discrepancy.<fidelity>.power`` (how fast it fades towards that target).
+        """
+        from mfbo.optimize._kernels import TargetVanishingKernel
+
         enc = self.encoder
         out: dict[str, float] = {}
         for module in self.model.covar_module.modules():
             kind = type(module).__name__
+            if kind == "ScaleKernel" and any(isinstance(m, TargetVanishingKernel) for m in module.modules()):
+                out["discrepancy.outputscale"] = float(module.outputscale.detach().reshape(-1)[0])
+                continue
+            if isinstance(module, TargetVanishingKernel):
+                names = [p.name for p in (enc.data, enc.iter) if p is not None]
+                for name, power in zip(names, module.power.detach().reshape(-1).tolist()):
+                    out[f"discrepancy.{name}.power"] = float(power)
+                continue
             if kind == "ExponentialDecayKernel" and enc.iter is not None:
                 prefix, names = enc.iter.name, ("lengthscale", "offset", "power")
             elif kind == "DownsamplingKernel" and enc.data is not None:
