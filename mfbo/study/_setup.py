@@ -427,10 +427,7 @@ def build_optimizer(config: StudyConfig, space: Any, prior: Any, constraints: li
             raise _field_error(config, "optimizer.factory", f"cannot load {config.optimizer_factory!r}: "
                                                             f"{exc}") from None
     if factory is None:
-        try:
-            from mfbo.optimize import MultiFidelityOptimizer as factory
-        except ImportError:  # exported from the subpackage once the optimiser lands there
-            from mfbo.optimize._optimizer import MultiFidelityOptimizer as factory
+        from mfbo.optimize import MultiFidelityOptimizer as factory
     kwargs = dict(config.optimizer_options)
     kwargs.setdefault("seed", config.seed)
     if config.budget_ffe is not None and _accepts(factory, "budget"):
