@@ -34,8 +34,8 @@ _AMPLITUDE_PRIOR = (1.5, 3.0)
 class TargetVanishingKernel(Kernel):
     """``k(s, s') = psi(s) psi(s')`` with ``psi(s) = 1 - prod_c s_c^{p_c}`` over the active fidelity columns.
 
-    Inputs are fidelities divided by their targets (in ``(0, 1]``; 1 is target fidelity), so the kernel is
-    zero whenever either point is at target. One learned power ``p_c > 0`` per column (Gamma(2, 2) prior,
+    Inputs are fidelities divided by their targets (in ``(0, 1]``; 1 is target fidelity; values above 1
+    count as target), so the kernel is zero whenever either point is at target. One learned power ``p_c > 0`` per column (Gamma(2, 2) prior,
     mean 1) says how fast the discrepancy fades as that fidelity approaches its target.
     """
 
@@ -78,8 +78,7 @@ def discrepancy_kernel(design_dims: Sequence[int], fidelity_dims: Sequence[int])
         fidelity_dims: columns of the fidelities (each divided by its target).
     Returns:
         The kernel. Its RBF has BoTorch's dimension-scaled lengthscale prior (as the shared design kernel);
-        the amplitude has a Gamma(1.5, 3) prior (mean 0.5, mode 0.17, in standardised outcome units), so a
-        discrepancy has to be earned by the data.
+        the amplitude has a Gamma(1.5, 3) prior (mean 0.5, mode 0.17, in standardised outcome units).
     """
     from botorch.models.utils.gpytorch_modules import get_covar_module_with_dim_scaled_prior
 
