@@ -52,7 +52,7 @@ def _ignore_interrupts() -> None:
 
 
 def _prepare(spec: dict) -> Any:
-    _ignore_interrupts()
+    """Path, threads and driver watch for a trial; its callers have already ignored Ctrl-C."""
     for p in reversed(spec.get("python_path", [])):
         if p not in sys.path:
             sys.path.insert(0, p)
