@@ -2,13 +2,13 @@
 
     .venv/bin/python analysis/bench_ax_record.py [--trials 40] [--epochs 30]
 
-A study's driver saves the optimiser's Ax experiment after every change (a trial submitted, a trial
-finished). This replays that sequence for ``--trials`` trials of a 12-parameter space with
-``--epochs``-point learning curves, into two fresh SQLite study stores in this process, one per mode:
-``StudyStore.save_experiment(experiment)`` every time (the whole record), and with the state the
-previous call returned (only new trials and trials whose status changed). It prints the seconds per
-save of each, their ratio, the seconds of the last ten saves (the whole record grows with the trial
-count) and checks that both stores load back the same trials and final values.
+The worst case of a study's Ax record: saved after every change (a trial submitted, a trial finished; a
+study's driver saves it at most every 5 min and at the end). This replays that sequence for ``--trials``
+trials of a 12-parameter space with ``--epochs``-point learning curves, into two fresh SQLite study
+stores in this process, one per mode: ``StudyStore.save_experiment(experiment)`` every time (the whole
+record), and with the state the previous call returned (only the trials that finished since, each once).
+It prints the seconds per save of each, their ratio, the seconds of the last ten saves (the whole record
+grows with the trial count) and checks that both stores load back the same trials and final values.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ after applying the prior weight, the constraints and the duplicate filter (see `
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import partial
+from functools import cache, partial
 
 import numpy as np
 import torch
@@ -34,6 +34,27 @@ def _projector(encoder: FidelityEncoder):
     from botorch.acquisition.utils import project_to_target_fidelity
 
     return partial(project_to_target_fidelity, target_fidelities=encoder.target_fidelities, d=encoder.dim)
+
+
+@cache
+def _gibbon_class():
+    """BoTorch's multi-fidelity GIBBON, drawing its max-value samples once instead of twice.
+
+    ``qMultiFidelityMaxValueEntropy.__init__`` lets the base class draw the samples before ``project`` is
+    set, then draws them again at target fidelity and keeps only the second draw. Each draw is a posterior
+    over the candidate set plus the training rows (about 0.1 s on 1250 rows with 250 training rows, 2
+    cores), so skipping the discarded one removes a quarter of a proposal's acquisition time. The samples
+    kept, and so every acquisition value, follow BoTorch's definition exactly.
+    """
+    from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy
+
+    class SingleDrawMFGibbon(qMultiFidelityLowerBoundMaxValueEntropy):
+        def _sample_max_values(self, num_samples, X_pending=None):
+            if getattr(self, "project", None) is None:  # the base class's draw, discarded by BoTorch
+                return
+            super()._sample_max_values(num_samples, X_pending=X_pending)
+
+    return SingleDrawMFGibbon
 
 
 # Perturbation scales (unit-cube units) of the successive local-search rounds, and points per anchor.
@@ -119,9 +140,7 @@ def acquisition_pool(kind: str, model, encoder: FidelityEncoder, cost_module, ra
     Xp = torch.as_tensor(X_pending, dtype=torch.double) if X_pending is not None and len(X_pending) else None
     traw = torch.as_tensor(raw, dtype=torch.double)
     if kind == "gibbon":
-        from botorch.acquisition.max_value_entropy_search import qMultiFidelityLowerBoundMaxValueEntropy
-
-        acq = qMultiFidelityLowerBoundMaxValueEntropy(
+        acq = _gibbon_class()(
             model, candidate_set=torch.as_tensor(candidate_set, dtype=torch.double), num_mv_samples=16,
             cost_aware_utility=utility, project=project, X_pending=Xp,
         )

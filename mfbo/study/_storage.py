@@ -375,9 +375,12 @@ class StudyStore:
         Args:
             experiment: the Ax ``Experiment``.
             saved: what the previous call returned for this experiment object, or None. With it only
-                the trials that are new or whose status changed since are written (Ax's
-                ``save_or_update_trials``, their data included); a whole save rewrites every trial and
-                grew to about 1 s per call at 40 trials.
+                the trials that finished (completed, failed, abandoned) since are written (Ax's
+                ``save_or_update_trials``, their data included), each once, unless they are more than
+                half of all trials: then the whole record is saved, which is cheaper per trial (40
+                trials of 30-point curves: 0.7 s whole, 1.2 s by trial; a whole save of 40 trials after
+                every change took 0.4 s per call). Trials still running are written when they finish
+                (a whole save writes them as running); ``mfbo status`` lists them meanwhile.
 
         Returns:
             trial index -> status name as stored, for the next call.
@@ -385,14 +388,15 @@ class StudyStore:
         from ax.storage.sqa_store.save import save_experiment, save_or_update_trials
 
         self._ax_init()
-        state = {i: t.status.name for i, t in experiment.trials.items()}
-        if saved is None or getattr(experiment, "db_id", None) is None:
+        trials = experiment.trials
+        changed = [] if saved is None else [t for i, t in trials.items()
+                                            if t.status.is_terminal and saved.get(i) != t.status.name]
+        if saved is None or getattr(experiment, "db_id", None) is None or 2 * len(changed) > len(trials):
             save_experiment(experiment)
-        else:
-            changed = [experiment.trials[i] for i, status in state.items() if saved.get(i) != status]
-            if changed:
-                save_or_update_trials(experiment, changed)
-        return state
+            return {i: t.status.name for i, t in trials.items()}
+        if changed:
+            save_or_update_trials(experiment, changed)
+        return {**saved, **{t.index: t.status.name for t in changed}}
 
     def delete_experiment(self, name: str) -> None:
         """Remove a stored Ax experiment (before a rebuilt optimiser's experiment replaces it)."""

@@ -121,7 +121,7 @@ def test_cost_cooling_exponent_falls_from_one_to_zero_as_the_budget_is_spent():
 def test_minimize_spends_little_at_target_and_beats_initial_design():
     stop_after = 16
     beats = []
-    for seed in (0, 1, 2, 3, 4):  # one seed is a coin flip at 16 trials; require a majority
+    for seed in range(10):  # one seed is a coin flip at 16 trials; require a majority of ten
         # effort="full": "auto" follows measured time, and would economise on these 0.05-0.5 s trials
         result = minimize(toy, SPACE, budget=6.0, seed=seed, effort="full",
                           callback=lambda t, h: t.index >= stop_after, **FAST)
@@ -137,7 +137,7 @@ def test_minimize_spends_little_at_target_and_beats_initial_design():
         best_initial = min(toy_value(t.params)[-1] for t in initial)
         beats.append(toy_value(result.best_params)[-1] < best_initial)
         assert set(result.best_params) == {"x", "lr", "act"}
-    assert sum(beats) >= 3, beats
+    assert sum(beats) >= 6, beats
     opt = result.optimizer
     # one history entry per finished trial, cumulative cost non-decreasing
     assert len(result.history) == len(trials)
@@ -429,6 +429,43 @@ def test_local_search_climbs_the_prior_weighted_acquisition():
     near = np.abs(local_rows(favour_low_x)[:, x_col] - 0.02) < 0.2
     assert near.mean() > 0.9
     assert (np.abs(local_rows(None)[:, x_col] - 0.02) < 0.2).mean() < near.mean()
+
+
+def test_gibbon_draws_its_max_values_once_and_scores_as_botorch(monkeypatch):
+    import botorch.acquisition.max_value_entropy_search as mes
+    import torch
+    from botorch.acquisition.cost_aware import InverseCostWeightedUtility
+
+    from mfbo.optimize._acquisition import _gibbon_class, _projector
+
+    opt = MultiFidelityOptimizer(SPACE, seed=1, **FAST)
+    _run(opt, toy, 6)
+    model, enc = opt.surrogate().model, opt.encoder
+    cand = torch.as_tensor(opt._raw_pool(64, 2, []), dtype=torch.double)
+    X = torch.as_tensor(opt._raw_pool(32, 3, []), dtype=torch.double).unsqueeze(-2)
+    cost = opt.cost_model.module(scale=opt.full_fidelity_cost(), overhead=0.05)
+    draws = []  # the candidate set of every max-value draw
+    gumbel = mes._sample_max_value_Gumbel
+    monkeypatch.setattr(mes, "_sample_max_value_Gumbel",
+                        lambda model, candidate_set, **k: draws.append(candidate_set) or gumbel(model, candidate_set, **k))
+
+    def build(cls):
+        draws.clear()
+        acq = cls(model, candidate_set=cand, num_mv_samples=16, project=_projector(enc),
+                  cost_aware_utility=InverseCostWeightedUtility(cost_model=cost))
+        return acq, list(draws)
+
+    ours, ours_draws = build(_gibbon_class())
+    theirs, their_draws = build(mes.qMultiFidelityLowerBoundMaxValueEntropy)
+    assert (len(ours_draws), len(their_draws)) == (1, 2)
+    # ours makes the draw BoTorch keeps (its second): candidates and training rows at target fidelity
+    assert torch.equal(ours_draws[0], their_draws[1])
+    assert (ours_draws[0][:, enc.fidelity_cols] == 1.0).all()
+    # and with the same samples both score every row identically
+    assert ours.posterior_max_values.shape == theirs.posterior_max_values.shape
+    theirs.posterior_max_values = ours.posterior_max_values
+    with torch.no_grad():
+        assert torch.allclose(ours(X), theirs(X))
 
 
 def test_evaluated_recommendation_is_the_pessimistic_best_evaluated_design():
