@@ -44,9 +44,9 @@ _PROGRESS_EVERY_S = 30.0
 # The recommendation shown in progress reports is refreshed at most every _REFRESH_EVERY_S while trials
 # run, the Ax record at most every _AX_REFRESH_EVERY_S; both always at the end (or when the driver stops).
 # Both are views of the trial rows, which are written at once (a resumed study rebuilds both from them),
-# and every refresh is optimiser time a free worker waits for. Writing the Ax record costs about 0.05 s
-# per finished trial when trials are written a few at a time, and about 0.02 s per trial in one whole
-# save at the end, so it is written rarely; `mfbo status` and the report read the trial rows.
+# and every refresh is optimiser time a free worker waits for. The Ax record is written rarely because
+# each write costs per finished trial (figures in StudyStore.save_experiment); `mfbo status` and the
+# report read the trial rows.
 _REFRESH_EVERY_S = 30.0
 _AX_REFRESH_EVERY_S = 300.0
 
