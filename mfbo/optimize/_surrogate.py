@@ -2,7 +2,9 @@
 
 Kernel (Wu et al. 2019): an ARD RBF kernel (dimension-scaled lengthscale prior) over the design columns times a
 ``DownsamplingKernel`` on the data fraction and an ``ExponentialDecayKernel`` on the epochs
-(``linear_truncated=False``). The GP models ``-g(loss)`` (BoTorch maximises), where ``g`` is ``log``
+(``linear_truncated=False``), optionally times a learned fidelity amplitude
+(:class:`mfbo.optimize._kernels.FidelityAmplitudeKernel`), so that configurations may differ more at target
+than in cheap runs. The GP models ``-g(loss)`` (BoTorch maximises), where ``g`` is ``log``
 when every observed loss is positive (losses span orders of magnitude, and diverging runs would otherwise
 dominate the fit) and the identity otherwise; the outcome is then standardised.
 """
@@ -26,7 +28,8 @@ def uses_log_outcome(y: np.ndarray) -> bool:
 
 
 def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, warm_state: dict | None = None,
-                  maxiter: int = 200, discrepancy: bool = False):
+                  maxiter: int = 200, discrepancy: bool = False, amplitude: bool = False,
+                  runs: np.ndarray | None = None):
     """Fit a ``SingleTaskMultiFidelityGP`` on ``(X, y)``.
 
     Args:
@@ -39,6 +42,11 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
             hyperparameters and only conditions the model on ``(X, y)``.
         discrepancy: add the fidelity-discrepancy term (:func:`mfbo.optimize._kernels.discrepancy_kernel`) to
             the kernel, so that cheap runs may disagree with the target differently in different regions.
+        amplitude: multiply the kernel by the fidelity amplitude
+            (:class:`mfbo.optimize._kernels.FidelityAmplitudeKernel`); False: BoTorch's kernel.
+        runs: ``(n,)`` run label of each row (rows of one training run share it): the observation noise then
+            has a learned per-run offset (:class:`mfbo.optimize._noise.RunNoiseLikelihood`); None: independent
+            noise per row (BoTorch's default likelihood).
     Returns:
         ``(model, log_outcome)``: the fitted model (on ``-g(y)``) and whether ``g`` is log.
     """
@@ -50,10 +58,19 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
     z = -(np.log(y) if log_outcome else y)
     tX = torch.as_tensor(X, dtype=torch.double)
     tY = torch.as_tensor(z, dtype=torch.double).unsqueeze(-1)
+    likelihood = None
+    if runs is not None:
+        from mfbo.optimize._noise import RunNoiseLikelihood
+
+        likelihood = RunNoiseLikelihood(tX, torch.as_tensor(np.asarray(runs)))
     model = SingleTaskMultiFidelityGP(
         tX, tY, data_fidelities=[encoder.data_col] if encoder.data_col is not None else None,
-        iteration_fidelity=encoder.iter_col, linear_truncated=False,
+        iteration_fidelity=encoder.iter_col, linear_truncated=False, likelihood=likelihood,
     )
+    if amplitude:
+        from mfbo.optimize._kernels import amplitude_kernel
+
+        model.covar_module = (model.covar_module * amplitude_kernel(encoder.fidelity_cols)).to(tX)
     if discrepancy:
         from gpytorch.kernels import AdditiveKernel
 
@@ -75,6 +92,13 @@ def fit_surrogate(X: np.ndarray, y: np.ndarray, encoder: FidelityEncoder, *, war
         model.eval()
         return model, log_outcome
     maxiter = max(int(maxiter), 1)
+    if runs is not None and not warm:
+        # The independent-noise model is this one with no per-run variance: start from its fit.
+        plain, _ = fit_surrogate(X, y, encoder, maxiter=maxiter, discrepancy=discrepancy, amplitude=amplitude)
+        model.load_state_dict({k: v for k, v in plain.state_dict().items()
+                               if not k.startswith("likelihood.") and "train" not in k
+                               and "outcome_transform" not in k}, strict=False)
+        model.likelihood.noise_covar.start(plain.likelihood.noise.detach().reshape(-1)[:1], 0.0)
     mll = ExactMarginalLogLikelihood(model.likelihood, model)
     try:
         # One attempt: BoTorch's default retries from random hyperparameters on any optimisation warning
@@ -155,7 +179,8 @@ class Surrogate:
     def noise_sd(self) -> float:
         """The inferred observation-noise standard deviation in the model's outcome units: of
         ``log(loss)`` for a log-outcome model (about the relative scatter of a run's loss, e.g. 0.05
-        for 5 %), of the loss otherwise. Fitted with the other hyperparameters, not fixed."""
+        for 5 %), of the loss otherwise; with per-run noise, a new run's (independent plus per-run part).
+        Fitted with the other hyperparameters, not fixed."""
         noise = float(self.model.likelihood.noise.detach().reshape(-1)[0])
         scale = 1.0
         tf = getattr(self.model, "outcome_transform", None)
@@ -188,21 +213,27 @@ class Surrogate:
     def fidelity_hyperparameters(self) -> dict[str, float]:
         """Learned fidelity-kernel parameters (for reports), e.g. ``{"epochs.power": ..., "data_fraction.offset": ...}``.
 
-        With the fidelity-discrepancy term, also ``discrepancy.outputscale`` (its amplitude, in standardised
-        outcome units) and ``discrepancy.<fidelity>.power`` (how fast it fades towards that target).
+        With the fidelity amplitude, also ``amplitude.<fidelity>.power`` (> 0: configurations differ more at
+        that fidelity's target than below it). With the fidelity-discrepancy term, also
+        ``discrepancy.outputscale`` (its amplitude, in standardised outcome units) and
+        ``discrepancy.<fidelity>.power`` (how fast it fades towards that target).
         """
-        from mfbo.optimize._kernels import TargetVanishingKernel
+        from mfbo.optimize._kernels import FidelityAmplitudeKernel, TargetVanishingKernel
 
         enc = self.encoder
         out: dict[str, float] = {}
+        fidelities = [p.name for p in (enc.data, enc.iter) if p is not None]
         for module in self.model.covar_module.modules():
             kind = type(module).__name__
+            if isinstance(module, FidelityAmplitudeKernel):
+                for name, power in zip(fidelities, module.power.detach().reshape(-1).tolist()):
+                    out[f"amplitude.{name}.power"] = float(power)
+                continue
             if kind == "ScaleKernel" and any(isinstance(m, TargetVanishingKernel) for m in module.modules()):
                 out["discrepancy.outputscale"] = float(module.outputscale.detach().reshape(-1)[0])
                 continue
             if isinstance(module, TargetVanishingKernel):
-                names = [p.name for p in (enc.data, enc.iter) if p is not None]
-                for name, power in zip(names, module.power.detach().reshape(-1).tolist()):
+                for name, power in zip(fidelities, module.power.detach().reshape(-1).tolist()):
                     out[f"discrepancy.{name}.power"] = float(power)
                 continue
             if kind == "ExponentialDecayKernel" and enc.iter is not None:

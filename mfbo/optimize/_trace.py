@@ -119,7 +119,7 @@ def trace_epochs(n_epochs: int, k: int, first: int = 1) -> list[int]:
 
 
 def training_rows(encoder: FidelityEncoder, trials: Sequence, max_per_trial: int = 5,
-                  max_points: int = 250) -> tuple[np.ndarray, np.ndarray]:
+                  max_points: int = 250, with_runs: bool = False) -> tuple[np.ndarray, ...]:
     """Surrogate training data from completed trials, with trace observations.
 
     Args:
@@ -128,17 +128,20 @@ def training_rows(encoder: FidelityEncoder, trials: Sequence, max_per_trial: int
         max_per_trial: trace points per trial at most (incl. the final epoch).
         max_points: soft cap on the total number of rows; the per-trial count shrinks to honour it
             (each trial keeps at least its final observation).
+        with_runs: also return each row's run label.
     Returns:
-        ``X (n, dim)`` and ``y (n,)`` (objective values, natural units, finite only).
+        ``X (n, dim)`` and ``y (n,)`` (objective values, natural units, finite only), and with ``with_runs``
+        ``runs (n,)``: the position of the row's trial in ``trials`` (rows of one training run share it).
     """
     trials = [t for t in trials if t.curve]
     if not trials:
-        return np.zeros((0, encoder.dim)), np.zeros(0)
+        empty = (np.zeros((0, encoder.dim)), np.zeros(0))
+        return (*empty, np.zeros(0, dtype=int)) if with_runs else empty
     k = max(1, min(max_per_trial, max_points // len(trials)))
     if encoder.iter is None:
         k = 1
-    configs, fracs, epochs, ys = [], [], [], []
-    for t in trials:
+    configs, fracs, epochs, ys, runs = [], [], [], [], []
+    for i, t in enumerate(trials):
         curve = np.asarray(t.curve, dtype=float)
         n = len(curve)
         if encoder.iter is None:
@@ -154,5 +157,8 @@ def training_rows(encoder: FidelityEncoder, trials: Sequence, max_per_trial: int
             # epoch values of a curve are exact; with no iteration fidelity the column is absent anyway.
             epochs.append(e)
             ys.append(v)
+            runs.append(i)
     X = encoder.encode(configs, fracs, epochs)
+    if with_runs:
+        return X, np.asarray(ys, dtype=float), np.asarray(runs, dtype=int)
     return X, np.asarray(ys, dtype=float)
