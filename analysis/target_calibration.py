@@ -60,8 +60,8 @@ def measure(problem: str, seed: int, trials: int, n_configs: int) -> dict:
                "evaluated": _scores(s, evaluated, truth_evaluated),
                "amplitude": {k: v for k, v in s.fidelity_hyperparameters().items() if k.startswith("amplitude.")},
                "noise_sd": s.noise_sd()}
-        noise = s.model.likelihood.noise_covar
         if run_noise:
+            noise = s.model.likelihood.noise_covar
             scale = float(s.model.outcome_transform.stdvs.reshape(-1)[0]) if log_outcome else 1.0
             row["run_sd"] = float(noise.run_noise.detach().sqrt()) * scale
             row["row_sd"] = float(noise.row_noise.detach().sqrt()) * scale

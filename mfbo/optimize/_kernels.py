@@ -71,7 +71,6 @@ class TargetVanishingKernel(_RankOneKernel):
     mean 1) says how fast the discrepancy fades as that fidelity approaches its target.
     """
 
-
     def __init__(self, n_fidelities: int, **kwargs):
         super().__init__(**kwargs)
         self.register_parameter("raw_power", torch.nn.Parameter(torch.zeros(*self.batch_shape, 1, n_fidelities)))
@@ -98,7 +97,6 @@ class FidelityAmplitudeKernel(_RankOneKernel):
     Inputs are fidelities divided by their targets (clamped to ``[1e-3, 1]``, so ``a = 1`` at and above
     target). One learned power ``p_c`` per column, ``Normal(0, 1)`` prior, starting at 0 (``k = 1``).
     """
-
 
     def __init__(self, n_fidelities: int, **kwargs):
         super().__init__(**kwargs)

@@ -223,18 +223,15 @@ class Surrogate:
         enc = self.encoder
         out: dict[str, float] = {}
         fidelities = [p.name for p in (enc.data, enc.iter) if p is not None]
+        power_prefix = {FidelityAmplitudeKernel: "amplitude", TargetVanishingKernel: "discrepancy"}
         for module in self.model.covar_module.modules():
             kind = type(module).__name__
-            if isinstance(module, FidelityAmplitudeKernel):
+            if type(module) in power_prefix:
                 for name, power in zip(fidelities, module.power.detach().reshape(-1).tolist()):
-                    out[f"amplitude.{name}.power"] = float(power)
+                    out[f"{power_prefix[type(module)]}.{name}.power"] = float(power)
                 continue
             if kind == "ScaleKernel" and any(isinstance(m, TargetVanishingKernel) for m in module.modules()):
                 out["discrepancy.outputscale"] = float(module.outputscale.detach().reshape(-1)[0])
-                continue
-            if isinstance(module, TargetVanishingKernel):
-                for name, power in zip(fidelities, module.power.detach().reshape(-1).tolist()):
-                    out[f"discrepancy.{name}.power"] = float(power)
                 continue
             if kind == "ExponentialDecayKernel" and enc.iter is not None:
                 prefix, names = enc.iter.name, ("lengthscale", "offset", "power")
