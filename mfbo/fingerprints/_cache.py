@@ -259,12 +259,14 @@ class FingerprintCache:
     def _store(self, params: GMPParams, name: str, **arrays) -> None:
         """Write one entry; recreate the parameter-set directory if another process removed it."""
         self._use(params.cache_key()[:32], name)  # before it exists: an eviction running now skips it
-        for attempt in (0, 1):
+        # A concurrent clear() can remove the directory again between its creation and the write, more
+        # than once in a row; as many tries as _param_dir gives its own creation.
+        for attempt in range(5):
             try:
                 size = atomic_savez(self._param_dir(params) / name, **arrays)
                 break
             except FileNotFoundError:
-                if attempt:
+                if attempt == 4:
                     raise
         self._wrote(size)
 
