@@ -132,16 +132,25 @@ def run_mfbo(train: Path, test: Path, seed: int, wall_time: float, work: Path, l
     t_end = time.time()
     study_dir = work / "runs" / plan["name"]
     best = json.loads(_cli("best", study_dir, "--json", cwd=work, log=log, env=env).stdout)
-    checkpoints = mfbo_checkpoints(study_dir, t0, wall_time, best, t_end - t0, work / "retrain-cache")
+    finished = _finished_s(best, t_run - t0, t_end - t0)
+    checkpoints = mfbo_checkpoints(study_dir, t0, wall_time, best, finished, work / "retrain-cache")
     study, *_ = _study_objective(study_dir, work / "retrain-cache")
     rows = study.trial_rows()
     return {
-        "study_dir": str(study_dir), "seed": seed, "wall_time_s": wall_time, "elapsed_s": t_end - t0,
+        "study_dir": str(study_dir), "seed": seed, "wall_time_s": wall_time, "elapsed_s": finished,
         "init_s": t_run - t0, "plan": {k: plan[k] for k in ("target_epochs", "budget_ffe", "search_wall_time",
                                                              "full_training_s", "n_pool", "n_test")},
         "trials": _trial_counts([r["status"] for r in rows]),
         "test_baselines": best.get("test_baselines"), "checkpoints": checkpoints,
     }
+
+
+def _finished_s(best: dict, init_s: float, returned_s: float) -> float:
+    """Seconds from ``mfbo init``'s start to the study's end: the init plus the study's own wall clock
+    (``best.json``), or when ``mfbo run`` returned if that was earlier or the clock is missing (a
+    process that kept the command's output open would otherwise delay the return past the study's end)."""
+    wall = (best.get("study") or {}).get("wall_time_s")
+    return min(returned_s, init_s + float(wall)) if wall is not None else returned_s
 
 
 def _trial_counts(states: list[str]) -> dict:

@@ -1,8 +1,9 @@
 """Launchers: where trials run. A small interface with two backends.
 
 * :class:`LocalLauncher` (default): one real OS process per trial, started from a clean
-  ``forkserver`` (the driver's BoTorch/OpenMP threads are never forked). A killed worker
-  process, a non-zero exit or a timeout becomes that trial's failure reason.
+  ``forkserver`` (the driver's BoTorch/OpenMP threads are never forked), leading its own process
+  group, so that cancelling or timing out a trial also kills what it started (featurisation
+  workers). A killed worker process, a non-zero exit or a timeout becomes that trial's failure reason.
 * :class:`DaskLauncher`: ``dask.distributed`` futures on a scheduler address, a
   ``LocalCluster``, or a dask-jobqueue ``PBSCluster``/``SLURMCluster`` described in the
   study file.
@@ -96,6 +97,24 @@ def _signal_name(code: int) -> str:
 _PRELOAD = ["mfbo.study._worker", "numpy", "torch", "ase", "mfbo.training", "mfbo.objectives"]
 
 
+def _in_own_group(fn: Callable[[dict], Any], spec: dict) -> None:
+    """A trial process's entry: lead a new process group, then run ``fn(spec)``. The processes the trial
+    starts (a featurisation pool) join the group, and :func:`_kill_group` ends them with it; killed
+    alone, a trial would leave them running, holding its memory and the driver's output pipes."""
+    os.setpgid(0, 0)
+    fn(spec)
+
+
+def _kill_group(proc) -> None:
+    """SIGKILL ``proc``'s process group (it leads one, see :func:`_in_own_group`), or ``proc`` alone
+    before it has made its group."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        if proc.is_alive():
+            proc.kill()
+
+
 class LocalLauncher(Launcher):
     """One OS process per trial (forkserver context), at most ``workers`` at a time.
 
@@ -115,7 +134,7 @@ class LocalLauncher(Launcher):
         if key in self._procs:
             raise LauncherError(f"submission {key!r} is already running")
         self._limits[key] = limit
-        proc = self._ctx.Process(target=fn, args=(spec,), name=f"mfbo-trial-{key}")
+        proc = self._ctx.Process(target=_in_own_group, args=(fn, spec), name=f"mfbo-trial-{key}")
         proc.start()
         self._procs[key] = (proc, spec, time.monotonic(), timeout)
 
@@ -127,7 +146,7 @@ class LocalLauncher(Launcher):
         for key, (proc, spec, t0, timeout) in list(self._procs.items()):
             if proc.is_alive():
                 if timeout is not None and time.monotonic() - t0 > timeout:
-                    proc.kill()
+                    _kill_group(proc)
                     proc.join(5)
                     del self._procs[key]
                     rec = _read_result(spec)
@@ -135,6 +154,7 @@ class LocalLauncher(Launcher):
                                        f"timed out after {timeout:g} s ({self._limits[key]}); worker killed"))
                 continue
             proc.join()
+            _kill_group(proc)  # a trial that died (killed, out of memory) can leave its pool behind
             del self._procs[key]
             rec = _read_result(spec)
             if rec is not None:
@@ -150,7 +170,7 @@ class LocalLauncher(Launcher):
     def cancel(self, key):
         entry = self._procs.pop(key, None)
         if entry is not None:
-            entry[0].kill()
+            _kill_group(entry[0])
             entry[0].join(5)
 
     def shutdown(self):

@@ -45,8 +45,9 @@ def _watch_driver(driver_pid: int | None, interval: float = 0.5) -> None:
 
 
 def _ignore_interrupts() -> None:
-    """Ctrl-C reaches every process of the terminal's group: a worker leaves it to its driver, which
-    stops the study cleanly and cancels its trials (no worker traceback)."""
+    """Ctrl-C reaches every process of the terminal's process group (Dask workers; a local trial until
+    it has made its own group): a worker leaves it to its driver, which stops the study cleanly and
+    cancels its trials (no worker traceback)."""
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGINT, signal.SIG_IGN)
 

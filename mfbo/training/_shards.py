@@ -151,11 +151,28 @@ def _write_shard(reader: ImageFile, ids, params, derivatives: bool, require_forc
 _WORKER: dict = {}
 
 
+def _exit_with_parent(interval: float = 0.5) -> None:
+    """End this pool worker once the process that started it is gone (killed by a launcher or the
+    user): an orphaned worker would otherwise wait for shards for ever, holding its memory."""
+    import threading
+
+    parent = os.getppid()
+
+    def loop():
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(70)
+
+    threading.Thread(target=loop, name="mfbo-parent-watch", daemon=True).start()
+
+
 def _init_worker(path: str, params, derivatives: bool, require_forces: bool) -> None:
     import torch
 
     import mfbo.fingerprints  # noqa: F401  (imported before the worker reports ready)
 
+    _exit_with_parent()
     torch.set_num_threads(1)
     _WORKER.update(path=path, params=params, derivatives=derivatives, require_forces=require_forces, reader=None)
 

@@ -53,3 +53,75 @@ def test_dask_timeout_message_names_the_limit_that_fired(tmp_path):
         launcher.shutdown()
     assert final.record is None and final.reason.startswith("timed out after 0.2 s (final.timeout); Dask task cancelled")
     assert trial.reason.startswith("timed out after 0.2 s (execution.trial_timeout); Dask task cancelled")
+
+
+def _start_child_and_hang(spec: dict) -> dict:
+    """A trial that starts a process of its own (as featurisation starts a pool), then hangs."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    Path(spec["child_pid"]).write_text(str(child.pid))
+    time.sleep(600)
+    return {}
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a killed child of an orphaned process may linger as a zombie until init reaps it
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def _child_pid(path, deadline_s: float = 120.0) -> int:
+    deadline = time.monotonic() + deadline_s  # a hang guard, not a timing assertion
+    while time.monotonic() < deadline:
+        if path.is_file() and path.read_text():
+            return int(path.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the trial never started its child process")
+
+
+def _gone(pid: int, deadline_s: float = 30.0) -> bool:
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if not _alive(pid):
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_cancelled_and_timed_out_trials_take_their_child_processes_with_them(tmp_path):
+    launcher = LocalLauncher(workers=2, preload=["tests.study.test_launchers"])
+    children = []
+    try:
+        launcher.submit(1, _start_child_and_hang, {"result_path": str(tmp_path / "t1.json"),
+                                                    "child_pid": str(tmp_path / "c1")})
+        launcher.submit(2, _start_child_and_hang, {"result_path": str(tmp_path / "t2.json"),
+                                                    "child_pid": str(tmp_path / "c2")}, timeout=600)
+        children = [_child_pid(tmp_path / "c1"), _child_pid(tmp_path / "c2")]
+        assert all(_alive(pid) for pid in children)
+        launcher.cancel(1)
+        assert _gone(children[0]), "cancelling a trial left the process it started running"
+        assert _alive(children[1])  # the other trial's process is untouched
+        launcher._procs[2] = (*launcher._procs[2][:3], 0.0)  # its time limit has passed now
+        (outcome,) = _outcomes(launcher, [2])
+        assert outcome.reason.startswith("timed out")
+        assert _gone(children[1]), "timing a trial out left the process it started running"
+    finally:
+        launcher.shutdown()
+        import os
+        import signal
+
+        for pid in children:
+            if _alive(pid):
+                os.kill(pid, signal.SIGKILL)

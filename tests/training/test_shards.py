@@ -239,3 +239,55 @@ def test_shard_stores_are_kept_under_a_size_limit_least_recently_used_first(tmp_
     out = bound_shard_root(root, max_gb=1e-9)
     assert out["removed"] == [str(stores[2])] and again.is_dir()
     ShardSet(again)  # intact
+
+
+_ORPHAN_SCRIPT = """
+import multiprocessing, sys, time
+from pathlib import Path
+
+def grandchild(path):
+    from mfbo.training._shards import _exit_with_parent
+    _exit_with_parent(0.05)
+    Path(path).write_text("started")
+    time.sleep(600)
+
+if __name__ == "__main__":
+    p = multiprocessing.get_context("spawn").Process(target=grandchild, args=(sys.argv[1],))
+    p.start()
+    print(p.pid, flush=True)
+    time.sleep(600)
+"""
+
+
+def test_a_featurisation_worker_exits_when_its_parent_is_killed(tmp_path):
+    """A pool worker whose trial process was killed does not wait for shards for ever."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "parent.py"
+    script.write_text(_ORPHAN_SCRIPT)
+    flag = tmp_path / "started"
+    parent = subprocess.Popen([sys.executable, str(script), str(flag)], stdout=subprocess.PIPE, text=True)
+    worker = int(parent.stdout.readline())
+    deadline = time.monotonic() + 120  # hang guards, not timing assertions
+    while not flag.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert flag.exists(), "the worker never started"
+    parent.kill()
+    parent.wait()
+    deadline = time.monotonic() + 30
+    gone = False
+    while time.monotonic() < deadline and not gone:
+        try:
+            os.kill(worker, 0)
+            with open(f"/proc/{worker}/stat") as fh:
+                gone = fh.read().split(")")[-1].split()[0] == "Z"
+        except (ProcessLookupError, FileNotFoundError):
+            gone = True
+        time.sleep(0.05)
+    if not gone:
+        os.kill(worker, signal.SIGKILL)
+    assert gone, "the orphaned worker kept running"
