@@ -26,7 +26,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-__all__ = ["RECOMMENDATIONS", "mean_maximisers", "recommend", "recommend_evaluated"]
+__all__ = ["RECOMMENDATIONS", "hold_or_switch", "mean_maximisers", "recommend", "recommend_evaluated"]
 
 RECOMMENDATIONS = ("evaluated", "optimised", "target")
 
@@ -51,6 +51,40 @@ def recommend_evaluated(opt, surrogate, completed, kappa: float = 1.0) -> dict:
     mean, std = opt._target_mean_std(surrogate, opt.space.encode(configs))
     score = np.where(feasible, mean - kappa * std, -np.inf)
     return dict(configs[int(np.argmax(score))])
+
+
+def hold_or_switch(opt, surrogate, held: dict | None, challenger: dict, hold: float) -> dict:
+    """The recommendation to give now: ``challenger`` unless ``held`` (the previous one) should be kept.
+
+    The challenger replaces the held design only when its target-fidelity value is better by more than
+    ``hold`` standard deviations of the posterior *difference* of the two (their joint posterior at target
+    fidelity, so shared uncertainty cancels): with ``hold = 1`` the model must give the challenger a
+    probability of at least 0.84 of being better. Evidence that separates them (a run of either near
+    target fidelity, or cheap runs that the model trusts) moves that difference; a refit that only
+    reshuffles near-equal designs does not, so the recommendation stops wandering among them.
+
+    Args:
+        opt: the :class:`~mfbo.optimize.MultiFidelityOptimizer` (space, encoder, constraints).
+        surrogate: its fitted :class:`~mfbo.optimize._surrogate.Surrogate`.
+        held: the recommendation given before (design parameters), or None.
+        challenger: the design the recommendation rule ranks first now.
+        hold: posterior standard deviations of the difference (>= 0; 0 always switches).
+    Returns:
+        ``challenger`` or ``held`` (design parameters in natural units).
+    """
+    if held is None or hold <= 0 or opt._design_key(held) == opt._design_key(challenger) \
+            or not opt._feasible([held])[0]:
+        return challenger
+    X = np.zeros((2, opt.encoder.dim))
+    X[:, : opt.encoder.d] = opt.space.encode([challenger, held])
+    for col in opt.encoder.fidelity_cols:
+        X[:, col] = 1.0
+    with torch.no_grad():
+        post = surrogate.model.posterior(torch.as_tensor(X))
+        mean = post.mean.reshape(-1).numpy()
+        cov = post.distribution.covariance_matrix.reshape(2, 2).numpy()
+    sd = float(np.sqrt(max(cov[0, 0] + cov[1, 1] - 2.0 * cov[0, 1], 0.0)))
+    return challenger if mean[0] - mean[1] > hold * sd else dict(held)
 
 
 def mean_maximisers(opt, surrogate, configs: list[dict], n_refine: int = 3) -> list[dict]:
