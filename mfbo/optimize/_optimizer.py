@@ -816,18 +816,22 @@ class MultiFidelityOptimizer:
         """Latent posterior mean (maximisation convention) at target fidelity for encoded designs."""
         return self._target_mean_std(surrogate, Xd, std=False)[0]
 
+    def _at_target(self, Xd: np.ndarray) -> np.ndarray:
+        """Model inputs ``(n, dim)`` for ``(n, d)`` encoded designs with every fidelity at its target."""
+        X = np.zeros((len(Xd), self.encoder.dim))
+        X[:, : self.encoder.d] = Xd
+        for col in self.encoder.fidelity_cols:
+            X[:, col] = 1.0
+        return X
+
     def _target_mean_std(self, surrogate: Surrogate, Xd: np.ndarray,
                          std: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
         """Latent posterior mean and standard deviation (model units) at target fidelity, ``(n,)`` each,
         for ``(n, d)`` encoded designs (``None`` for the deviation when ``std`` is False)."""
         import torch
 
-        X = np.zeros((len(Xd), self.encoder.dim))
-        X[:, : self.encoder.d] = Xd
-        for col in self.encoder.fidelity_cols:
-            X[:, col] = 1.0
         with torch.no_grad():
-            post = surrogate.model.posterior(torch.as_tensor(X))
+            post = surrogate.model.posterior(torch.as_tensor(self._at_target(Xd)))
             mean = post.mean.squeeze(-1).numpy()
             return mean, post.variance.clamp_min(0.0).sqrt().squeeze(-1).numpy() if std else None
 

@@ -75,10 +75,7 @@ def hold_or_switch(opt, surrogate, held: dict | None, challenger: dict, hold: fl
     if held is None or hold <= 0 or opt._design_key(held) == opt._design_key(challenger) \
             or not opt._feasible([held])[0]:
         return challenger
-    X = np.zeros((2, opt.encoder.dim))
-    X[:, : opt.encoder.d] = opt.space.encode([challenger, held])
-    for col in opt.encoder.fidelity_cols:
-        X[:, col] = 1.0
+    X = opt._at_target(opt.space.encode([challenger, held]))
     with torch.no_grad():
         post = surrogate.model.posterior(torch.as_tensor(X))
         mean = post.mean.reshape(-1).numpy()
