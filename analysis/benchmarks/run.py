@@ -147,6 +147,8 @@ def run_one(problem: str, method: str, seed: int, budget: float, problem_kwargs:
     ver = (res.info or {}).get("verification") or {}
     rec["verification_z"] = ver.get("z")
     rec["target_runs_z"] = (res.info or {}).get("target_runs_z")
+    # mfbo with fidelity_check=True: the two models' scores and when proposals went to the target-only GP
+    rec["fidelity_check"] = (res.info or {}).get("fidelity_check")
     return rec
 
 

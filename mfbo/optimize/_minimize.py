@@ -254,11 +254,26 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         "target_runs_z": [float(t.metadata["z"]) for t in opt.trials if "z" in t.metadata],
         "cost_model": opt.cost_model.to_dict(),
         "target_fidelity_cost_ffe": _target_share(opt, u),
+        "fidelity_check": _fidelity_check_info(opt, u),
     }
     result = MinimizeResult(best_params=dict(best), trials=opt.trials, cost_spent=spent_ffe(),
                             cost_spent_seconds=spent_s, method="mfbo", history=history, info=info)
     result.optimizer = opt  # not a dataclass field: keeps asdict()/JSON dumps of the result clean
     return result
+
+
+def _fidelity_check_info(opt, unit: float | None) -> dict | None:
+    """The fidelity check's scores (``MultiFidelityOptimizer.fidelity_check_scores``), the number of
+    target-only proposals and the FFE the trials before the first of them cost (None if there was none);
+    None when the check is off."""
+    if not opt.fidelity_check:
+        return None
+    out = dict(opt.fidelity_check_scores())
+    switched = [t.index for t in opt.trials if t.metadata.get("source") == "model:target-only"]
+    out["target_only_trials"] = len(switched)
+    out["ffe_before_first_target_only"] = (
+        sum(t.cost for t in opt.trials if t.index < switched[0]) / unit if switched and unit else None)
+    return out
 
 
 def _target_share(opt, unit: float | None) -> float | None:

@@ -152,6 +152,12 @@ class MultiFidelityOptimizer:
             synthetic and YAHPO problems (5 seeds) calibration 8 -> 18 of 20 runs, but yahpo_lcbench's
             median cost-to-target 5.9 -> 14.6 FFE, so neither is the default (docs/optimize.md,
             "Fidelity amplitude and per-run noise").
+        fidelity_check: with ``recommendation="target"`` only: predict every target-fidelity run also with
+            a GP of the target-fidelity runs alone (once two designs ran there) and, while that model
+            gave the higher predictive density to most of the scored runs (at least two), propose
+            target-fidelity runs by expected improvement on it (source "model:target-only") and recommend
+            the target-run design with its best posterior mean (:mod:`mfbo.optimize._fidelity_check`).
+            False (default).
     """
 
     def __init__(self, space: SearchSpace | Mapping, *, seed: int = 0, prior: Any = None,
@@ -166,7 +172,7 @@ class MultiFidelityOptimizer:
                  target_separation: float = 0.01, mean_optima: int = 2, verify_every: float = 1.0,
                  effort: str = "auto", effort_share: float = 0.1, fidelity_ramp: float | None = None,
                  fidelity_discrepancy: bool = False, fidelity_amplitude: bool = False, run_noise: bool = False,
-                 recommendation_hold: float = 0.0):
+                 recommendation_hold: float = 0.0, fidelity_check: bool = False):
         self.space = SearchSpace.from_dict(space)
         if not self.space.fidelity_parameters:
             raise SearchSpaceError("MultiFidelityOptimizer needs a fidelity parameter (data_fraction and/or "
@@ -262,6 +268,14 @@ class MultiFidelityOptimizer:
         if not isinstance(run_noise, (bool, np.bool_)):
             raise OptimizerError(f"run_noise must be true or false, got {run_noise!r}")
         self.run_noise = bool(run_noise)
+        if not isinstance(fidelity_check, (bool, np.bool_)):
+            raise OptimizerError(f"fidelity_check must be true or false, got {fidelity_check!r}")
+        if fidelity_check and recommendation != "target":
+            raise OptimizerError(f"fidelity_check applies to recommendation='target' only (got {recommendation!r}): "
+                                 "it scores target-fidelity runs, which that rule makes")
+        self.fidelity_check = bool(fidelity_check)
+        self._target_gp: tuple | None = None
+        self._target_gp_key: tuple | None = None
         self._incumbent: dict | None = None
         self._incumbent_at = 0
         self._round_seconds: list[float] = []
@@ -349,6 +363,51 @@ class MultiFidelityOptimizer:
         except Exception:  # noqa: BLE001 - a prediction is a record, never a reason to fail a proposal
             return
         trial.metadata["prediction"] = {"mean": float(mean[0]), "sd": float(sd[0]), "n_completed": len(completed)}
+        if self.fidelity_check:
+            fitted = self._target_only_model(completed)
+            if fitted is not None:
+                from mfbo.optimize._fidelity_check import predict_new_run
+
+                m, s = predict_new_run(*fitted, self.space.encode([trial.params]))
+                trial.metadata["prediction_target_only"] = {"mean": float(m[0]), "sd": float(s[0])}
+
+    def _target_only_model(self, completed: list[Trial]) -> tuple | None:
+        """``(model, log_outcome)`` of the GP of target-fidelity results alone (refitted when one arrives),
+        or None while fewer than ``MIN_TARGET_DESIGNS`` distinct designs ran at target fidelity."""
+        from mfbo.optimize._fidelity_check import MIN_TARGET_DESIGNS, fit_target_gp
+
+        at_target = [t for t in completed if self._is_target(t)]
+        if len(self._unique_designs(at_target)) < MIN_TARGET_DESIGNS:
+            return None
+        key = tuple(t.index for t in at_target)
+        if key != self._target_gp_key:
+            values = np.array([t.final_value for t in at_target])
+            surrogate = self._fit(completed)
+            # the run-to-run scatter, inferred from every run (in the same outcome units when both use log)
+            noise = surrogate.noise_sd() ** 2 if surrogate.log_outcome == uses_log_outcome(values) else None
+            self._target_gp = fit_target_gp(self.space.encode([t.params for t in at_target]), values, noise)
+            self._target_gp_key = key
+        return self._target_gp
+
+    def fidelity_check_scores(self) -> dict:
+        """The fidelity check's standing: ``{"n", "multi_fidelity", "target_only", "target_only_better"}``,
+        the number of completed target-fidelity runs both models predicted, each model's summed log
+        predictive density of them and the number the target-only model predicted better
+        (:func:`mfbo.optimize._fidelity_check.check_scores`)."""
+        from mfbo.optimize._fidelity_check import check_scores
+
+        return check_scores((float(t.final_value), t.metadata["prediction"], t.metadata["prediction_target_only"])
+                            for t in self._completed() if self._is_target(t)
+                            and isinstance(t.metadata.get("prediction"), Mapping)
+                            and isinstance(t.metadata.get("prediction_target_only"), Mapping))
+
+    def target_only_mode(self) -> bool:
+        """Whether the fidelity check now sends proposals to the target-only model: it is on and that
+        model gave the higher predictive density to most of the scored target-fidelity runs (at least
+        two; :func:`mfbo.optimize._fidelity_check.target_only_wins`)."""
+        from mfbo.optimize._fidelity_check import target_only_wins
+
+        return self.fidelity_check and target_only_wins(self.fidelity_check_scores())
 
     def predict_target(self, params: Mapping[str, Any]) -> dict | None:
         """The surrogate's prediction of a new target-fidelity run of ``params``: ``{"mean", "sd"}`` in the
@@ -458,9 +517,13 @@ class MultiFidelityOptimizer:
         if n_live < self.n_initial or len(completed) < 2:
             cfg, frac, ep = self._initial_point()
             return cfg, frac, ep, "initial"
+        enc = self.encoder
+        if self.target_only_mode():
+            point = self._target_only_point(completed)
+            if point is not None:
+                return point, enc.data_fraction_default(), enc.epochs_default(), "model:target-only"
         verify = self._verification_point(completed)
         if verify is not None:
-            enc = self.encoder
             return verify, enc.data_fraction_default(), enc.epochs_default(), "verify"
         return self._model_point(completed)
 
@@ -512,21 +575,47 @@ class MultiFidelityOptimizer:
 
     def _target_ei_point(self, surrogate: Surrogate, completed: list[Trial]) -> dict | None:
         """The design maximising expected improvement at target fidelity over the best target-fidelity
-        run (by posterior mean; before any, the best evaluated design's), among the evaluated designs,
-        a Sobol sample and perturbations of the best designs, none already run or running at target
-        fidelity (nor within ``target_separation`` of one) or pending; None when nothing qualifies."""
-        import torch
-        from botorch.acquisition import LogExpectedImprovement
-
-        enc = self.encoder
+        run (by posterior mean; before any, the best evaluated design's), among the candidates of
+        :meth:`_target_candidates` around the five best designs; None when nothing qualifies."""
         evaluated = self._unique_designs(completed)
         best = self._best_observed_designs(surrogate, completed, k=5)
-        seed = self._step_seed() + 31
-        configs = evaluated + self.space.sample(256, seed=seed)
+        configs, ok = self._target_candidates(evaluated, best, self._step_seed() + 31)
+        at_target = [t.params for t in completed if self._is_target(t)]
+        best_f = float(np.max(self._target_mean(surrogate, self.space.encode(at_target or evaluated))))
+        X = self._at_target(self.space.encode(configs))
+        return self._ei_argmax(surrogate.model, X, best_f, configs, ok)
+
+    def _target_only_point(self, completed: list[Trial]) -> dict | None:
+        """The design maximising expected improvement under the GP of target-fidelity runs alone, over
+        its best posterior mean among them, from the candidates of :meth:`_target_candidates` around its
+        five best target-run designs and then around the two best candidates (Gaussian steps of 0.03);
+        None when nothing qualifies or the model is not available."""
+        ranked = self._target_only_means(completed)
+        if ranked is None:
+            return None
+        model, ran, mean = ranked
+        order = np.argsort(-mean)
+        best_f = float(mean[order[0]])
+        seed = self._step_seed() + 37
+        configs, ok = self._target_candidates(self._unique_designs(completed), [ran[i] for i in order[:5]], seed)
+        first = self._ei_argmax(model, self.space.encode(configs), best_f, configs, ok, top=2)
+        if first is None:
+            return None
+        configs2, ok2 = self._target_candidates(first, first, seed + 1, n_sobol=0, step=0.03)
+        second = self._ei_argmax(model, self.space.encode(configs2), best_f, configs2, ok2, top=1)
+        return second[0] if second else first[0]
+
+    def _target_candidates(self, designs: list[dict], best: list[dict], seed: int, n_sobol: int = 256,
+                           step: float = 0.1) -> tuple[list[dict], np.ndarray]:
+        """Candidates for a target-fidelity run: ``designs``, ``n_sobol`` Sobol designs and 24 Gaussian
+        perturbations (``step`` of each unit range) of each of ``best``; with the ``(n,)`` mask of those
+        feasible, not pending and not within ``target_separation`` of a target-fidelity run."""
+        enc = self.encoder
+        configs = list(designs) + (self.space.sample(n_sobol, seed=seed) if n_sobol else [])
         if best:
             rng = np.random.default_rng(seed)
             A = np.repeat(self.space.encode(best), 24, axis=0)
-            configs += self.space.decode(np.clip(A + rng.normal(0, 0.1, A.shape), 0, 1))
+            configs += self.space.decode(np.clip(A + rng.normal(0, step, A.shape), 0, 1))
         rows = np.round(self.space.encode(configs), 9)
         ok = self._feasible(configs)
         pending, _ = self._taken()
@@ -534,21 +623,27 @@ class MultiFidelityOptimizer:
         ok &= ~self._near_target_runs(rows, ones * enc.data_fraction_default(), ones * enc.epochs_default())
         for i in np.flatnonzero(ok):
             ok[i] = tuple(rows[i]) not in pending
+        return configs, ok
+
+    @staticmethod
+    def _ei_argmax(model, X: np.ndarray, best_f: float, configs: list[dict], ok: np.ndarray,
+                   top: int | None = None):
+        """The allowed config (``ok``) with the largest ``LogExpectedImprovement`` of ``model`` at the
+        ``(n, dim)`` model inputs ``X`` over ``best_f`` (maximisation convention); with ``top``, a list of
+        the ``top`` best. None when nothing qualifies."""
+        import torch
+        from botorch.acquisition import LogExpectedImprovement
+
         if not ok.any():
             return None
-        at_target = [t.params for t in completed if self._is_target(t)]
-        ref = at_target or evaluated
-        best_f = float(np.max(self._target_mean(surrogate, self.space.encode(ref))))
-        X = np.zeros((len(configs), enc.dim))
-        X[:, : enc.d] = self.space.encode(configs)
-        for col in enc.fidelity_cols:
-            X[:, col] = 1.0
         with torch.no_grad():
-            ei = LogExpectedImprovement(surrogate.model, best_f=best_f)(torch.as_tensor(X).unsqueeze(-2)).numpy()
+            ei = LogExpectedImprovement(model, best_f=best_f)(torch.as_tensor(X).unsqueeze(-2)).numpy()
         ei = np.where(ok & np.isfinite(ei), ei, -np.inf)
         if not np.isfinite(ei).any():
             return None
-        return dict(configs[int(np.argmax(ei))])
+        if top is None:
+            return dict(configs[int(np.argmax(ei))])
+        return [dict(configs[i]) for i in np.argsort(-ei)[:top] if np.isfinite(ei[i])]
 
     # -- model ---------------------------------------------------------------------------
     def _fit(self, completed: list[Trial]) -> Surrogate:
@@ -951,7 +1046,8 @@ class MultiFidelityOptimizer:
             # a new one arrives: without new evidence at target it cannot get worse.
             if self._incumbent is not None and self._incumbent_at == len(at_target):
                 return dict(self._incumbent)
-            self._incumbent = self._best_at_target(at_target)
+            best = self._best_at_target_only_model(completed) if self.target_only_mode() else None
+            self._incumbent = best if best is not None else self._best_at_target(at_target)
             self._incumbent_at = len(at_target)
             return dict(self._incumbent)
         return recommend(self, self._fit(completed), completed, n_refine=3 if refine else 0)
@@ -974,6 +1070,32 @@ class MultiFidelityOptimizer:
             raise OptimizerError("no target-fidelity run satisfies the constraints; nothing to recommend")
         score = np.where(feasible, [np.mean(values[k]) for k in keys], np.inf)
         return dict(params[keys[int(np.argmin(score))]])
+
+    def _target_only_means(self, completed: list[Trial]) -> tuple | None:
+        """``(model, designs, mean)``: the GP of target-fidelity runs alone, the distinct designs run at
+        target fidelity and its ``(n,)`` latent posterior mean there (maximisation convention); None
+        without that model."""
+        import torch
+
+        fitted = self._target_only_model(completed)
+        if fitted is None:
+            return None
+        ran = self._unique_designs([t for t in completed if self._is_target(t)])
+        with torch.no_grad():
+            mean = fitted[0].posterior(torch.as_tensor(self.space.encode(ran))).mean.squeeze(-1).numpy()
+        return fitted[0], ran, mean
+
+    def _best_at_target_only_model(self, completed: list[Trial]) -> dict | None:
+        """The feasible target-run design with the best posterior mean under the GP of target-fidelity runs
+        alone (it averages the run-to-run scatter of designs close together), or None without that model."""
+        ranked = self._target_only_means(completed)
+        if ranked is None:
+            return None
+        _, ran, mean = ranked
+        feasible = self._feasible(ran)
+        if not feasible.any():
+            return None
+        return dict(ran[int(np.argmax(np.where(feasible, mean, -np.inf)))])
 
     def recommendation_info(self) -> dict | None:
         """What :meth:`recommend` returns, with its standing: ``{"params", "at_target"`` (whether it ran at
@@ -1019,7 +1141,8 @@ class MultiFidelityOptimizer:
                          "effort_share": self.effort_share, "fidelity_ramp": self.fidelity_ramp,
                          "fidelity_discrepancy": self.fidelity_discrepancy,
                          "fidelity_amplitude": self.fidelity_amplitude, "run_noise": self.run_noise,
-                         "recommendation_hold": self.recommendation_hold},
+                         "recommendation_hold": self.recommendation_hold,
+                         "fidelity_check": self.fidelity_check},
             "n_asked": self._n_asked,
             "incumbent": {"params": self._incumbent, "at": self._incumbent_at} if self._incumbent else None,
             "initial_used": self._initial_used,

@@ -4,7 +4,9 @@ Two rules (``MultiFidelityOptimizer(recommendation=...)``):
 
 - ``"target"``: once any trial ran at target fidelity, the optimiser recommends the target-fidelity run
   with the lowest observed value and keeps it until a new target-fidelity result arrives
-  (``MultiFidelityOptimizer.recommend``); before that, as ``"evaluated"``.
+  (``MultiFidelityOptimizer.recommend``); before that, as ``"evaluated"``. While ``fidelity_check``
+  has handed proposals to the GP of target-fidelity runs alone, the target run it gives the best
+  posterior mean (:mod:`mfbo.optimize._fidelity_check`).
 - ``"evaluated"`` (default): among the
   evaluated feasible designs (whatever fidelity each ran at), the
   one with the best pessimistic estimate at target fidelity, posterior mean minus one posterior standard
