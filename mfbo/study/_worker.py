@@ -17,6 +17,7 @@ import time
 import traceback
 from typing import Any
 
+from mfbo._orphan import exit_when_orphaned
 from mfbo.study._records import package_versions, write_json_atomic
 
 __all__ = ["run_trial", "run_final", "evaluate_objective"]
@@ -24,24 +25,8 @@ __all__ = ["run_trial", "run_final", "evaluate_objective"]
 
 def _watch_driver(driver_pid: int | None, interval: float = 0.5) -> None:
     """Exit this worker when the driver dies (kill -9), so no orphan keeps computing."""
-    if not driver_pid:
-        return
-    parent = os.getppid()
-
-    def loop():
-        while True:
-            time.sleep(interval)
-            alive = True
-            try:
-                os.kill(driver_pid, 0)
-            except ProcessLookupError:
-                alive = False
-            except PermissionError:
-                pass
-            if not alive or os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=loop, name="mfbo-driver-watch", daemon=True).start()
+    if driver_pid:
+        exit_when_orphaned(interval, watch_pid=driver_pid)
 
 
 def _ignore_interrupts() -> None:

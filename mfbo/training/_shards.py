@@ -42,6 +42,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mfbo._orphan import exit_when_orphaned
 from mfbo.errors import ConfigError, DataError, TrainingError
 from mfbo.training._data import free_atom_mask, image_energy, image_forces
 from mfbo.training._images import ImageFile, source_key
@@ -151,28 +152,13 @@ def _write_shard(reader: ImageFile, ids, params, derivatives: bool, require_forc
 _WORKER: dict = {}
 
 
-def _exit_with_parent(interval: float = 0.5) -> None:
-    """End this pool worker once the process that started it is gone (killed by a launcher or the
-    user): an orphaned worker would otherwise wait for shards for ever, holding its memory."""
-    import threading
-
-    parent = os.getppid()
-
-    def loop():
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(70)
-
-    threading.Thread(target=loop, name="mfbo-parent-watch", daemon=True).start()
-
-
 def _init_worker(path: str, params, derivatives: bool, require_forces: bool) -> None:
     import torch
 
     import mfbo.fingerprints  # noqa: F401  (imported before the worker reports ready)
 
-    _exit_with_parent()
+    # an orphaned worker (its trial killed by a launcher or the user) would wait for shards for ever
+    exit_when_orphaned()
     torch.set_num_threads(1)
     _WORKER.update(path=path, params=params, derivatives=derivatives, require_forces=require_forces, reader=None)
 

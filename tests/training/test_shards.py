@@ -246,8 +246,8 @@ import multiprocessing, sys, time
 from pathlib import Path
 
 def grandchild(path):
-    from mfbo.training._shards import _exit_with_parent
-    _exit_with_parent(0.05)
+    from mfbo._orphan import exit_when_orphaned
+    exit_when_orphaned(0.05)
     Path(path).write_text("started")
     time.sleep(600)
 
