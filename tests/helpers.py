@@ -1,11 +1,12 @@
-"""Helpers shared across test folders: the real ``mfbo`` CLI in a subprocess, and tiny study files
-on the bundled water data for the trainer backends (builtin, amptorch)."""
+"""Helpers shared across test folders: the real ``mfbo`` CLI in a subprocess, tiny study files on the
+bundled water data for the trainer backends (builtin, amptorch), and whether a process has ended."""
 
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -97,3 +98,27 @@ def water_study(path: Path, *, backend: str = "builtin", name: str | None = None
         doc["optimizer"] = {"options": optimizer}
     path.write_text(tomli_w.dumps(doc))
     return path
+
+
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and is not a zombie (a killed child of an orphaned process may
+    linger as one until init reaps it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def process_gone(pid: int, deadline_s: float = 30.0) -> bool:
+    """Wait up to ``deadline_s`` (a hang guard, not a timing assertion) for ``pid`` to end; whether it did."""
+    deadline = time.monotonic() + deadline_s
+    while time.monotonic() < deadline:
+        if not process_alive(pid):
+            return True
+        time.sleep(0.05)
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from mfbo.study._launchers import LocalLauncher
+from tests.helpers import process_alive, process_gone
 
 
 def _hang(spec: dict) -> dict:
@@ -67,21 +68,6 @@ def _start_child_and_hang(spec: dict) -> dict:
     return {}
 
 
-def _alive(pid: int) -> bool:
-    import os
-
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # a killed child of an orphaned process may linger as a zombie until init reaps it
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def _child_pid(path, deadline_s: float = 120.0) -> int:
     deadline = time.monotonic() + deadline_s  # a hang guard, not a timing assertion
     while time.monotonic() < deadline:
@@ -89,15 +75,6 @@ def _child_pid(path, deadline_s: float = 120.0) -> int:
             return int(path.read_text())
         time.sleep(0.05)
     raise AssertionError("the trial never started its child process")
-
-
-def _gone(pid: int, deadline_s: float = 30.0) -> bool:
-    deadline = time.monotonic() + deadline_s
-    while time.monotonic() < deadline:
-        if not _alive(pid):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_cancelled_and_timed_out_trials_take_their_child_processes_with_them(tmp_path):
@@ -109,19 +86,19 @@ def test_cancelled_and_timed_out_trials_take_their_child_processes_with_them(tmp
         launcher.submit(2, _start_child_and_hang, {"result_path": str(tmp_path / "t2.json"),
                                                     "child_pid": str(tmp_path / "c2")}, timeout=600)
         children = [_child_pid(tmp_path / "c1"), _child_pid(tmp_path / "c2")]
-        assert all(_alive(pid) for pid in children)
+        assert all(process_alive(pid) for pid in children)
         launcher.cancel(1)
-        assert _gone(children[0]), "cancelling a trial left the process it started running"
-        assert _alive(children[1])  # the other trial's process is untouched
+        assert process_gone(children[0]), "cancelling a trial left the process it started running"
+        assert process_alive(children[1])  # the other trial's process is untouched
         launcher._procs[2] = (*launcher._procs[2][:3], 0.0)  # its time limit has passed now
         (outcome,) = _outcomes(launcher, [2])
         assert outcome.reason.startswith("timed out")
-        assert _gone(children[1]), "timing a trial out left the process it started running"
+        assert process_gone(children[1]), "timing a trial out left the process it started running"
     finally:
         launcher.shutdown()
         import os
         import signal
 
         for pid in children:
-            if _alive(pid):
+            if process_alive(pid):
                 os.kill(pid, signal.SIGKILL)

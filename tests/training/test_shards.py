@@ -11,6 +11,7 @@ from mfbo.errors import ConfigError, DataError
 from mfbo.training import open_images
 from mfbo.training._featurize import gmp_params_of
 from mfbo.training._shards import ShardSet, build_shards
+from tests.helpers import process_gone
 from tests.training.conftest import SMALL_FP, needs_fingerprints
 
 pytestmark = needs_fingerprints
@@ -278,16 +279,7 @@ def test_a_featurisation_worker_exits_when_its_parent_is_killed(tmp_path):
     assert flag.exists(), "the worker never started"
     parent.kill()
     parent.wait()
-    deadline = time.monotonic() + 30
-    gone = False
-    while time.monotonic() < deadline and not gone:
-        try:
-            os.kill(worker, 0)
-            with open(f"/proc/{worker}/stat") as fh:
-                gone = fh.read().split(")")[-1].split()[0] == "Z"
-        except (ProcessLookupError, FileNotFoundError):
-            gone = True
-        time.sleep(0.05)
+    gone = process_gone(worker)
     if not gone:
         os.kill(worker, signal.SIGKILL)
     assert gone, "the orphaned worker kept running"
