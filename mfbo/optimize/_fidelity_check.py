@@ -21,12 +21,19 @@ import numpy as np
 
 from mfbo.optimize._surrogate import uses_log_outcome
 
-__all__ = ["MIN_TARGET_DESIGNS", "fit_target_gp", "predict_new_run", "predictive_logpdf", "check_scores",
-           "target_only_wins"]
+__all__ = ["MIN_TARGET_DESIGNS", "MIN_CALIBRATION_RUNS", "fit_target_gp", "noise_from_misses", "outcome_moments",
+           "predict_new_run", "predictive_logpdf", "check_scores", "target_only_wins"]
 
 #: Distinct designs that must have run at target fidelity before the target-only GP predicts: with
 #: fewer, its hyperparameters are guesses and its scores say nothing about the cheap runs.
 MIN_TARGET_DESIGNS = 2
+
+#: The median of a chi-square variable with one degree of freedom: median(r^2) = 0.455 var(r) for normal r.
+_MEDIAN_CHI2_1 = 0.4549364231195724
+
+#: Target runs the target-only GP must have predicted before its noise is read off its misses
+#: (:func:`noise_from_misses`); with fewer it holds the multi-fidelity surrogate's noise.
+MIN_CALIBRATION_RUNS = 3
 
 
 def fit_target_gp(Xd: np.ndarray, y: np.ndarray, noise_var: float | None = None):
@@ -39,7 +46,8 @@ def fit_target_gp(Xd: np.ndarray, y: np.ndarray, noise_var: float | None = None)
             log outcome), held fixed; None: inferred. A handful of target runs cannot tell run-to-run
             scatter from signal (the fit interpolates them and predicts with a fraction of the real
             scatter), so the optimiser passes the variance the multi-fidelity surrogate infers from
-            every run.
+            every run, raised to :func:`noise_from_misses` once the target-only GP has predicted
+            enough target runs.
     Returns:
         ``(model, log_outcome)``: the fitted model on ``-g(y)`` (``g = log`` when every value is positive,
         as the multi-fidelity surrogate does) and whether ``g`` is log.
@@ -86,6 +94,62 @@ def predict_new_run(model, log_outcome: bool, Xd: np.ndarray) -> tuple[np.ndarra
     return mu, np.sqrt(var)
 
 
+def outcome_moments(value: float, prediction: Mapping) -> tuple[float, float, float]:
+    """``(x, mu, var)``: an observed value and a prediction ``{"mean", "sd", "log_outcome"}`` (objective
+    units) in the model's outcome units: of ``log`` with a log outcome (the log-normal with those
+    moments), else of the value itself."""
+    mean, sd = float(prediction["mean"]), float(prediction["sd"])
+    if prediction.get("log_outcome") and value > 0 and mean > 0:
+        return (math.log(value), *_log_normal(mean, sd))
+    return float(value), mean, sd * sd
+
+
+def _log_normal(mean: float, sd: float) -> tuple[float, float]:
+    """``(mu, var)`` of the log of a log-normal variable with this (positive) mean and sd."""
+    var = math.log1p((sd / mean) ** 2)
+    return math.log(mean) - var / 2, var
+
+
+def noise_from_misses(records: Iterable[tuple[float, Mapping]], floor: float, cap: float | None = None) -> float:
+    """The observation-noise variance the target-only GP's one-step-ahead misses of target runs show:
+    ``median(r^2) / 0.455 - median(v)``, with ``r`` a run's miss and ``v`` the latent (noise-free) part of
+    its predicted variance, model outcome units (``0.455`` is the median of a chi-square with one degree
+    of freedom, so the first term is a normal miss's variance).
+
+    The multi-fidelity surrogate reads its noise off learning curves, whose rows share a run's seed, and
+    off cheap runs, whose seed scatter differs from the target's: on the mlip_oc20 replay it put a new
+    target run's scatter at 0.004 in ``log(loss)`` (0.03-0.04 with ``run_noise``) against a seed spread
+    of 0.012-0.018 (five random designs, 40 draws each), and the target-only GP holding 0.004 missed its
+    runs by about two predicted sd. Runs it predicted near earlier ones are missed mostly by their own
+    seed, so their misses measure the noise.
+
+    Args:
+        records: ``(observed value, prediction)`` per target run the target-only GP predicted before it
+            ran; a prediction is ``{"mean", "sd", "noise_var", "log_outcome"}`` (``noise_var`` the
+            variance it held, outcome units).
+        floor: the least variance returned (the multi-fidelity surrogate's).
+        cap: the most (the scatter of the target runs' values themselves); None: no cap.
+    Returns:
+        The variance, ``floor`` with fewer than :data:`MIN_CALIBRATION_RUNS` usable records.
+    """
+    sq, latent = [], []
+    for value, pred in records:
+        if "noise_var" not in pred:
+            continue
+        x, mu, var = outcome_moments(value, pred)
+        if math.isfinite(x) and math.isfinite(mu) and math.isfinite(var):
+            sq.append((x - mu) ** 2)
+            latent.append(max(var - float(pred["noise_var"]), 0.0))
+    if len(sq) < MIN_CALIBRATION_RUNS:
+        return float(floor)
+    # medians, not means: a seed's heavy tail or an early miss of the model itself (fitted to two or three
+    # runs) would otherwise be read as scatter of every run
+    est = float(np.median(sq)) / _MEDIAN_CHI2_1 - float(np.median(latent))
+    if cap is not None:
+        est = min(est, float(cap))
+    return max(est, float(floor))
+
+
 def predictive_logpdf(value: float, mean: float, sd: float) -> float:
     """Log density of ``value`` under a prediction ``(mean, sd)`` in objective units.
 
@@ -97,8 +161,7 @@ def predictive_logpdf(value: float, mean: float, sd: float) -> float:
     if not (sd > 0 and math.isfinite(sd) and math.isfinite(mean) and math.isfinite(value)):
         return -math.inf
     if value > 0 and mean > 0:
-        var = math.log1p((sd / mean) ** 2)
-        mu = math.log(mean) - var / 2
+        mu, var = _log_normal(mean, sd)
         x = math.log(value)
     else:
         var, mu, x = sd * sd, mean, value

@@ -225,7 +225,7 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
         if earlier:
             # its first target-fidelity run, scored against the prediction made before that run
             t = min(earlier, key=lambda tr: tr.index)
-            prediction = t.metadata.get("prediction")
+            prediction = opt.run_prediction(t)
         else:
             try:
                 prediction = opt.predict_target(best)
@@ -240,7 +240,8 @@ def _run_mfbo(objective, space, budget, seed, workers, prior, constraints, callb
             z = (t.final_value - float(prediction["mean"])) / float(prediction["sd"])
         verification = {"trial_index": t.index, "status": t.status, "value": t.final_value, "cost_seconds": t.cost,
                         "new_run": not earlier,
-                        "prediction": {k: prediction[k] for k in ("mean", "sd")} if prediction else None, "z": z}
+                        "prediction": ({k: prediction[k] for k in ("mean", "sd", "model") if k in prediction}
+                                       if prediction else None), "z": z}
         if history:
             history[-1]["recommended"] = dict(best)
     u = unit()

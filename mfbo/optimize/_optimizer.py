@@ -155,9 +155,10 @@ class MultiFidelityOptimizer:
         fidelity_check: with ``recommendation="target"`` only: predict every target-fidelity run also with
             a GP of the target-fidelity runs alone (once two designs ran there) and, while that model
             gave the higher predictive density to most of the scored runs (at least two), propose
-            target-fidelity runs by expected improvement on it (source "model:target-only") and recommend
-            the target-run design with its best posterior mean (:mod:`mfbo.optimize._fidelity_check`).
-            False (default).
+            target-fidelity runs by expected improvement per predicted second on it (source
+            "model:target-only") and recommend the target-run design with its best posterior mean
+            (:mod:`mfbo.optimize._fidelity_check`). That GP's noise is the multi-fidelity surrogate's,
+            raised to what its own misses of target runs show. False (default).
     """
 
     def __init__(self, space: SearchSpace | Mapping, *, seed: int = 0, prior: Any = None,
@@ -276,6 +277,7 @@ class MultiFidelityOptimizer:
         self.fidelity_check = bool(fidelity_check)
         self._target_gp: tuple | None = None
         self._target_gp_key: tuple | None = None
+        self._target_gp_noise: float | None = None
         self._incumbent: dict | None = None
         self._incumbent_at = 0
         self._round_seconds: list[float] = []
@@ -369,12 +371,28 @@ class MultiFidelityOptimizer:
                 from mfbo.optimize._fidelity_check import predict_new_run
 
                 m, s = predict_new_run(*fitted, self.space.encode([trial.params]))
-                trial.metadata["prediction_target_only"] = {"mean": float(m[0]), "sd": float(s[0])}
+                pred = {"mean": float(m[0]), "sd": float(s[0]), "log_outcome": bool(fitted[1])}
+                if self._target_gp_noise is not None:
+                    pred["noise_var"] = float(self._target_gp_noise)
+                trial.metadata["prediction_target_only"] = pred
+                if self.target_only_mode():
+                    trial.metadata["prediction_model"] = "target-only"
+
+    @staticmethod
+    def run_prediction(trial: Trial) -> Mapping | None:
+        """The prediction ``{"mean", "sd"}`` stored for a target-fidelity trial before it ran, by the model
+        that proposed it: the target-only GP's while the fidelity check had handed proposals to it
+        (``metadata["prediction_model"] == "target-only"``), else the multi-fidelity surrogate's; None
+        without one."""
+        md = trial.metadata
+        pred = md.get("prediction_target_only") if md.get("prediction_model") == "target-only" else None
+        pred = pred if isinstance(pred, Mapping) else md.get("prediction")
+        return pred if isinstance(pred, Mapping) else None
 
     def _target_only_model(self, completed: list[Trial]) -> tuple | None:
         """``(model, log_outcome)`` of the GP of target-fidelity results alone (refitted when one arrives),
         or None while fewer than ``MIN_TARGET_DESIGNS`` distinct designs ran at target fidelity."""
-        from mfbo.optimize._fidelity_check import MIN_TARGET_DESIGNS, fit_target_gp
+        from mfbo.optimize._fidelity_check import MIN_TARGET_DESIGNS, fit_target_gp, noise_from_misses
 
         at_target = [t for t in completed if self._is_target(t)]
         if len(self._unique_designs(at_target)) < MIN_TARGET_DESIGNS:
@@ -382,10 +400,20 @@ class MultiFidelityOptimizer:
         key = tuple(t.index for t in at_target)
         if key != self._target_gp_key:
             values = np.array([t.final_value for t in at_target])
+            log_outcome = uses_log_outcome(values)
             surrogate = self._fit(completed)
-            # the run-to-run scatter, inferred from every run (in the same outcome units when both use log)
-            noise = surrogate.noise_sd() ** 2 if surrogate.log_outcome == uses_log_outcome(values) else None
+            noise = None
+            # the run-to-run scatter, inferred from every run (in the same outcome units when both use log),
+            # raised to what the target-only GP's own misses of target runs say
+            if surrogate.log_outcome == log_outcome:
+                g = np.log(values) if log_outcome else values
+                noise = noise_from_misses(
+                    ((float(t.final_value), t.metadata["prediction_target_only"]) for t in at_target
+                     if isinstance(t.metadata.get("prediction_target_only"), Mapping)
+                     and t.metadata["prediction_target_only"].get("log_outcome") == log_outcome),
+                    floor=surrogate.noise_sd() ** 2, cap=float(np.var(g)))
             self._target_gp = fit_target_gp(self.space.encode([t.params for t in at_target]), values, noise)
+            self._target_gp_noise = noise
             self._target_gp_key = key
         return self._target_gp
 
@@ -410,13 +438,23 @@ class MultiFidelityOptimizer:
         return self.fidelity_check and target_only_wins(self.fidelity_check_scores())
 
     def predict_target(self, params: Mapping[str, Any]) -> dict | None:
-        """The surrogate's prediction of a new target-fidelity run of ``params``: ``{"mean", "sd"}`` in the
-        objective's units (sd includes the inferred observation noise), or None before the model has data."""
+        """The prediction of a new target-fidelity run of ``params`` by the model that now proposes and
+        recommends: ``{"mean", "sd", "model"}``, mean and sd in the objective's units (sd includes the
+        observation noise), ``model`` "multi-fidelity" or, while the fidelity check has handed proposals
+        to it, "target-only" (the GP of target-fidelity runs alone); None before the model has data."""
         completed = self._completed()
         if len(completed) < 2:
             return None
-        mean, sd = self._fit(completed).predict([self.space.validate(params)], observation_noise=True)
-        return {"mean": float(mean[0]), "sd": float(sd[0])}
+        params = self.space.validate(params)
+        if self.target_only_mode():
+            fitted = self._target_only_model(completed)
+            if fitted is not None:
+                from mfbo.optimize._fidelity_check import predict_new_run
+
+                m, s = predict_new_run(*fitted, self.space.encode([params]))
+                return {"mean": float(m[0]), "sd": float(s[0]), "model": "target-only"}
+        mean, sd = self._fit(completed).predict([params], observation_noise=True)
+        return {"mean": float(mean[0]), "sd": float(sd[0]), "model": "multi-fidelity"}
 
     def cheap_mode(self) -> bool:
         """Whether ``effort="auto"`` economises now: the median of the last five rounds of candidate
@@ -586,10 +624,11 @@ class MultiFidelityOptimizer:
         return self._ei_argmax(surrogate.model, X, best_f, configs, ok)
 
     def _target_only_point(self, completed: list[Trial]) -> dict | None:
-        """The design maximising expected improvement under the GP of target-fidelity runs alone, over
-        its best posterior mean among them, from the candidates of :meth:`_target_candidates` around its
-        five best target-run designs and then around the two best candidates (Gaussian steps of 0.03);
-        None when nothing qualifies or the model is not available."""
+        """The design maximising expected improvement per predicted second (:meth:`_target_log_cost`) under
+        the GP of target-fidelity runs alone, over its best posterior mean among them, from the
+        candidates of :meth:`_target_candidates` around its five best target-run designs and then around
+        the two best candidates (Gaussian steps of 0.03); None when nothing qualifies or the model is not
+        available."""
         ranked = self._target_only_means(completed)
         if ranked is None:
             return None
@@ -598,12 +637,31 @@ class MultiFidelityOptimizer:
         best_f = float(mean[order[0]])
         seed = self._step_seed() + 37
         configs, ok = self._target_candidates(self._unique_designs(completed), [ran[i] for i in order[:5]], seed)
-        first = self._ei_argmax(model, self.space.encode(configs), best_f, configs, ok, top=2)
+        first = self._ei_argmax(model, self.space.encode(configs), best_f, configs, ok, top=2,
+                                log_cost=self._target_log_cost(configs))
         if first is None:
             return None
         configs2, ok2 = self._target_candidates(first, first, seed + 1, n_sobol=0, step=0.03)
-        second = self._ei_argmax(model, self.space.encode(configs2), best_f, configs2, ok2, top=1)
+        second = self._ei_argmax(model, self.space.encode(configs2), best_f, configs2, ok2, top=1,
+                                 log_cost=self._target_log_cost(configs2))
         return second[0] if second else first[0]
+
+    def _target_log_cost(self, configs: list[dict]) -> np.ndarray | None:
+        """``(n,)`` log predicted cost (s) of a target-fidelity run of each config, its design-dependent
+        part raised to :meth:`design_cost_exponent` (1 unless ``cost_cooling``); None before the cost
+        model has data. The target-only acquisition subtracts it from log EI (improvement per second):
+        a design's network size and fingerprint count set what a target run costs (0.4-2 FFE among the
+        target runs of mlip_oc20 replays), and by EI alone one traced run spent its last 20 FFE on ten
+        runs of 2 FFE each."""
+        if self.cost_model.n_obs == 0 or not configs:
+            return None
+        enc = self.encoder
+        n = len(configs)
+        X = enc.encode(configs, [enc.data_fraction_default()] * n, [enc.epochs_default()] * n)
+        alpha = self.design_cost_exponent()
+        if not isinstance(self.cost_model, LogLinearCostModel):
+            return np.log(np.maximum(self.cost_model.predict(X), 1e-12))
+        return np.log(np.maximum(self.cost_model.predict(X, design_exponent=alpha), 1e-12))
 
     def _target_candidates(self, designs: list[dict], best: list[dict], seed: int, n_sobol: int = 256,
                            step: float = 0.1) -> tuple[list[dict], np.ndarray]:
@@ -627,10 +685,11 @@ class MultiFidelityOptimizer:
 
     @staticmethod
     def _ei_argmax(model, X: np.ndarray, best_f: float, configs: list[dict], ok: np.ndarray,
-                   top: int | None = None):
+                   top: int | None = None, log_cost: np.ndarray | None = None):
         """The allowed config (``ok``) with the largest ``LogExpectedImprovement`` of ``model`` at the
-        ``(n, dim)`` model inputs ``X`` over ``best_f`` (maximisation convention); with ``top``, a list of
-        the ``top`` best. None when nothing qualifies."""
+        ``(n, dim)`` model inputs ``X`` over ``best_f`` (maximisation convention), less ``log_cost``
+        (``(n,)``, when given: EI per unit cost); with ``top``, a list of the ``top`` best. None when
+        nothing qualifies."""
         import torch
         from botorch.acquisition import LogExpectedImprovement
 
@@ -638,6 +697,8 @@ class MultiFidelityOptimizer:
             return None
         with torch.no_grad():
             ei = LogExpectedImprovement(model, best_f=best_f)(torch.as_tensor(X).unsqueeze(-2)).numpy()
+        if log_cost is not None:
+            ei = ei - log_cost
         ei = np.where(ok & np.isfinite(ei), ei, -np.inf)
         if not np.isfinite(ei).any():
             return None
@@ -829,9 +890,15 @@ class MultiFidelityOptimizer:
 
     def _target_misses(self) -> list[bool]:
         """For each completed target-fidelity trial with a stored prediction, in order: whether it lay
-        more than two predicted sd from the prediction (the model, built mostly on cheaper runs, was wrong)."""
-        return [abs(float(t.metadata["z"])) > 2.0 for t in self.trials
-                if t.status == "completed" and "z" in t.metadata and self._is_target(t)]
+        more than two predicted sd from the multi-fidelity surrogate's prediction (the model, built mostly
+        on cheaper runs, was wrong)."""
+        misses = []
+        for t in self.trials:
+            pred = t.metadata.get("prediction")
+            if (t.status == "completed" and self._is_target(t) and isinstance(pred, Mapping)
+                    and pred.get("sd", 0) > 0):
+                misses.append(abs(t.final_value - float(pred["mean"])) > 2.0 * float(pred["sd"]))
+        return misses
 
     def fidelity_floor(self) -> float:
         """The smallest nominal cost, relative to a target-fidelity run, that a model-based proposal may
@@ -971,7 +1038,7 @@ class MultiFidelityOptimizer:
         t.cost = cost
         t.status = "completed"
         t.metadata.update(dict(metadata or {}))
-        pred = t.metadata.get("prediction")
+        pred = self.run_prediction(t)
         if isinstance(pred, Mapping) and self._is_target(t) and pred.get("sd", 0) > 0:
             t.metadata["z"] = (curve[-1] - float(pred["mean"])) / float(pred["sd"])
         self._fit_cost()

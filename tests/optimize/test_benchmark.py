@@ -122,14 +122,41 @@ def test_cli_rejects_a_malformed_budget(tmp_path):
 
 def test_summary_reports_calibration_at_target(run_mod):
     recs = []
-    for s, (vz, tz) in enumerate([(0.5, [0.5, 3.0]), (-1.5, [-1.5]), (2.5, [2.5, 0.1, -0.2])]):
-        recs.append(_rec("mfbo", s, [1.0, 2.0], [0.5, 0.04]) | {"verification_z": vz, "target_runs_z": tz})
+    for s, (vz, tz, rz) in enumerate([(0.5, [0.5, 3.0], 1.0), (-1.5, [-1.5], -2.5), (2.5, [2.5, 0.1, -0.2], 0.3)]):
+        recs.append(_rec("mfbo", s, [1.0, 2.0], [0.5, 0.04]) | {"verification_z": vz, "target_runs_z": tz,
+                                                                 "retrain_z": rz})
         recs.append(_rec("random", s, [1.0, 2.0], [0.5, 0.3]))
     summary = run_mod.summarise(recs, {"p": 10.0}, {"p": 1.0})["p"]
     mf = summary["methods"]["mfbo"]
     assert mf["verification_z"] == [0.5, -1.5, 2.5]
     assert mf["verification_within_2sd"] == pytest.approx(2 / 3)
     assert mf["target_runs_within_2sd"] == pytest.approx(4 / 6)
-    assert "verification_z" not in summary["methods"]["random"]
+    assert mf["retrain_z"] == [1.0, -2.5, 0.3] and mf["retrain_within_2sd"] == pytest.approx(2 / 3)
+    assert "verification_z" not in summary["methods"]["random"] and "retrain_z" not in summary["methods"]["random"]
     text = run_mod.markdown({"p": summary})
     assert "mfbo calibration at target: the recommendation's target run within 2 predicted sd in 67% of 3 runs" in text
+    assert ("mfbo calibration of the final recommendation: a fresh target-fidelity run of it within 2 sd of the "
+            "final prediction in 67% of 3 runs") in text
+
+
+def test_retrain_z_scores_a_fresh_target_run_against_the_final_prediction(run_mod):
+    from mfbo.optimize import minimize
+
+    class Problem:
+        """Target runs whose values are known: 0.5 at the first call after the search, 0.7 at the next."""
+
+        def __init__(self):
+            self.values = iter([0.5, 0.7])
+
+        def __call__(self, params, data_fraction, epochs):
+            return {"curve": [next(self.values)] * epochs}
+
+    res = minimize(lambda p, f, e: {"curve": [(p["x"] - 0.3) ** 2 + 0.1 + 0.1 / t for t in range(1, e + 1)],
+                                    "cost": f * e},
+                   {"x": {"type": "float", "bounds": [0.0, 1.0]},
+                    "data_fraction": {"type": "fidelity", "bounds": [0.1, 1.0], "target": 1.0},
+                    "epochs": {"type": "fidelity", "bounds": [1, 4], "target": 4}},
+                   budget=3.0, seed=0, n_initial=3, raw_samples=32, num_restarts=1)
+    pred = res.optimizer.predict_target(res.best_params)
+    assert run_mod._retrain_z(Problem(), res) == pytest.approx((0.5 - pred["mean"]) / pred["sd"])
+    assert run_mod._retrain_z(Problem(), type("R", (), {"optimizer": None, "best_params": {}})()) is None

@@ -6,13 +6,14 @@ import math
 
 import numpy as np
 import pytest
-from scipy.stats import norm
+from scipy.stats import chi2, norm
 
 from mfbo.errors import OptimizerError
 from mfbo.optimize import MultiFidelityOptimizer
 from mfbo.optimize._fidelity_check import (
     check_scores,
     fit_target_gp,
+    noise_from_misses,
     predict_new_run,
     predictive_logpdf,
     target_only_wins,
@@ -65,6 +66,62 @@ def test_target_gp_with_the_given_noise_predicts_at_least_that_scatter():
     assert np.sqrt(np.log1p((sd / mean) ** 2)).max() < 0.1
 
 
+def _log_prediction(mu, total_var, noise_var):
+    """A stored log-outcome prediction whose log-normal has mean ``mu`` and variance ``total_var`` in log."""
+    return {"mean": math.exp(mu + total_var / 2), "sd": math.sqrt(math.expm1(total_var)) * math.exp(mu + total_var / 2),
+            "noise_var": noise_var, "log_outcome": True}
+
+
+def test_noise_from_misses_reads_a_normal_miss_variance_beyond_the_latent_variance():
+    # misses of 0.02, 0.04 and 0.02 in log(loss); latent variances 1e-4, 3e-4, 1e-4 beside a held noise 1e-5
+    recs = [(math.exp(-1.2 + 0.02), _log_prediction(-1.2, 1e-4 + 1e-5, 1e-5)),
+            (math.exp(-1.0 - 0.04), _log_prediction(-1.0, 3e-4 + 1e-5, 1e-5)),
+            (math.exp(-1.1 + 0.02), _log_prediction(-1.1, 1e-4 + 1e-5, 1e-5))]
+    # median squared miss over the median of a chi-square(1), less the median latent variance
+    expect = 0.02 ** 2 / chi2.median(1) - 1e-4
+    assert noise_from_misses(recs, floor=1e-5) == pytest.approx(expect, rel=1e-6)
+    assert noise_from_misses(recs, floor=1e-3) == 1e-3  # never below the floor
+    assert noise_from_misses(recs, floor=1e-5, cap=2e-4) == pytest.approx(2e-4)
+    assert noise_from_misses(recs[:2], floor=1e-5) == 1e-5  # too few runs scored: the floor
+    # a prediction made before any noise was held (no noise_var) does not count
+    assert noise_from_misses(recs[:2] + [(0.3, {"mean": 0.3, "sd": 0.01, "log_outcome": True})], 1e-5) == 1e-5
+    # one heavy-tailed run (a miss of 1.0 in log) does not set the scatter of every run
+    tail = recs + [(math.exp(-1.1 + 1.0), _log_prediction(-1.1, 1e-4 + 1e-5, 1e-5)),
+                   (math.exp(-1.3 - 0.02), _log_prediction(-1.3, 1e-4 + 1e-5, 1e-5))]
+    assert noise_from_misses(tail, floor=1e-5) == pytest.approx(expect, rel=1e-6)
+    # without a log outcome the misses are of the value itself
+    lin = [(v + d, {"mean": v, "sd": math.sqrt(2e-4), "noise_var": 1e-4, "log_outcome": False})
+           for v, d in ((-1.0, 0.03), (-2.0, -0.01), (-1.5, 0.02))]
+    assert noise_from_misses(lin, floor=1e-6) == pytest.approx(4e-4 / chi2.median(1) - 1e-4)
+
+
+def test_target_only_gp_holds_the_noise_its_misses_show():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", fidelity_check=True, verify_every=0,
+                                 **FAST)
+    _run(opt, toy, 5)
+    recs = []
+    for x, miss in ((0.1, 0.5), (0.5, -0.5), (0.7, 0.5), (0.9, -0.5)):  # each run 0.5 off in log(loss)
+        p = {"x": x, "lr": 1e-3, "act": "silu"}
+        curve = toy_value(p)
+        pred = _log_prediction(math.log(curve[-1]) - miss, 1e-4 + 1e-5, 1e-5)
+        opt.tell(opt.attach(p, 1.0, 20), curve, 10.0, {"prediction_target_only": pred})
+        recs.append((curve[-1], pred))
+    done = opt._completed()
+    assert opt._target_only_model(done) is not None
+    floor = opt._fit(done).noise_sd() ** 2
+    logs = np.log([t.final_value for t in done if (t.data_fraction, t.epochs) == (1.0, 20)])
+    held = opt._target_gp_noise
+    assert held == pytest.approx(noise_from_misses(recs, floor=floor, cap=float(np.var(logs))))
+    assert held > 2 * floor, (held, floor)  # raised above the surrogate's noise to the misses' scatter
+    # the next target run is predicted with it, and the record says so
+    p = {"x": 0.3, "lr": 1e-3, "act": "silu"}
+    mean, sd = predict_new_run(*opt._target_gp, opt.space.encode([p]))
+    assert np.sqrt(np.log1p((sd / mean) ** 2))[0] >= math.sqrt(held) * 0.999
+    trial = opt._trials[opt.attach(p, 1.0, 20)]
+    opt._store_prediction(trial)  # as ask() does for a target-fidelity proposal
+    assert trial.metadata["prediction_target_only"]["noise_var"] == pytest.approx(held)
+
+
 def _target_run(opt, x, mf_off, to_off):
     """Attach and tell a target-fidelity run of the toy whose two stored predictions miss by the given
     number of sd (0.01 each)."""
@@ -84,6 +141,7 @@ def test_proposals_follow_the_model_that_predicted_target_runs_better():
         _target_run(opt, x, 0.0, 5.0)
     assert opt.fidelity_check_scores()["n"] == 3
     assert not opt.target_only_mode()
+    assert opt.predict_target({"x": 0.3, "lr": 1e-3, "act": "silu"})["model"] == "multi-fidelity"
     (c,) = opt.ask(1)
     assert opt.trials[c.trial_index].metadata["source"] != "model:target-only"
     opt.abandon(c.trial_index, "test")
@@ -96,13 +154,22 @@ def test_proposals_follow_the_model_that_predicted_target_runs_better():
     assert opt.trials[c.trial_index].metadata["source"] == "model:target-only"
     assert (c.data_fraction, c.epochs) == (1.0, 20)
     # before it runs it is predicted by both models, and the recommendation is a target-run design
-    assert {"prediction", "prediction_target_only"} <= set(opt.trials[c.trial_index].metadata)
+    md = opt.trials[c.trial_index].metadata
+    assert {"prediction", "prediction_target_only"} <= set(md)
+    # its z-score (calibration at target) is against the model that proposed it
+    assert md["prediction_model"] == "target-only"
+    assert opt.predict_target(c.params)["model"] == "target-only"
+    out = toy(c.params, c.data_fraction, c.epochs)
+    opt.tell(c.trial_index, out["curve"], out["cost"])
+    to = md["prediction_target_only"]
+    assert md["z"] == pytest.approx((out["curve"][-1] - to["mean"]) / to["sd"])
+    assert opt.run_prediction(opt.trials[c.trial_index]) is to
     ran = [t.params for t in opt.trials if t.status == "completed" and (t.data_fraction, t.epochs) == (1.0, 20)]
     assert opt.recommend() in ran
     # the standing survives a state round trip
     again = MultiFidelityOptimizer.from_state_dict(opt.state_dict())
     assert again.fidelity_check and again.target_only_mode()
-    assert again.fidelity_check_scores() == pytest.approx(scores)
+    assert again.fidelity_check_scores() == pytest.approx(opt.fidelity_check_scores())
 
 
 def misleading(p, frac, epochs):
@@ -150,3 +217,29 @@ def test_minimize_reports_the_checks_standing():
     assert info["target_only_trials"] == len(switched)
     assert (info["ffe_before_first_target_only"] is None) == (not switched)
     assert minimize(toy, SPACE, budget=2.0, seed=0, **FAST).info["fidelity_check"] is None
+
+
+def test_target_only_acquisition_weighs_expected_improvement_against_predicted_cost():
+    # a GP whose posterior is symmetric about x = 0.5: designs 0.4 and 0.6 promise the same improvement
+    Xd = np.array([[0.2], [0.5], [0.8]])
+    model, _ = fit_target_gp(Xd, np.array([0.5, 0.3, 0.5]), 1e-4)
+    configs = [{"x": 0.4}, {"x": 0.6}]
+    X, ok = np.array([[0.4], [0.6]]), np.ones(2, dtype=bool)
+    best_f = -math.log(0.3)
+    for log_cost, cheaper in (([1.0, 0.0], 0.6), ([0.0, 1.0], 0.4)):
+        pick = MultiFidelityOptimizer._ei_argmax(model, X, best_f, configs, ok, log_cost=np.array(log_cost))
+        assert pick == {"x": cheaper}
+
+
+def test_target_only_cost_is_the_cost_models_cooled_prediction_at_target():
+    opt = MultiFidelityOptimizer(SPACE, seed=0, recommendation="target", fidelity_check=True, budget=20.0,
+                                 cost_cooling=True, **FAST)
+    configs = [{"x": 0.2, "lr": 1e-3, "act": "silu"}, {"x": 0.7, "lr": 1e-2, "act": "tanh"}]
+    assert opt._target_log_cost(configs) is None  # no cost model before a trial finished
+    _run(opt, toy, 6)
+    enc = opt.encoder
+    X = enc.encode(configs, [1.0, 1.0], [20, 20])
+    alpha = opt.design_cost_exponent()
+    assert 0.0 < alpha < 1.0
+    expect = np.log(opt.cost_model.predict(X, design_exponent=alpha))
+    assert opt._target_log_cost(configs) == pytest.approx(expect)
