@@ -366,17 +366,26 @@ class MultiFidelityOptimizer:
             return
         trial.metadata["prediction"] = {"mean": float(mean[0]), "sd": float(sd[0]), "n_completed": len(completed)}
         if self.fidelity_check:
-            fitted = self._target_only_model(completed)
-            if fitted is not None:
-                from mfbo.optimize._fidelity_check import predict_new_run
-
-                m, s = predict_new_run(*fitted, self.space.encode([trial.params]))
-                pred = {"mean": float(m[0]), "sd": float(s[0]), "log_outcome": bool(fitted[1])}
-                if self._target_gp_noise is not None:
-                    pred["noise_var"] = float(self._target_gp_noise)
+            pred = self._target_only_prediction(trial.params, completed)
+            if pred is not None:
                 trial.metadata["prediction_target_only"] = pred
                 if self.target_only_mode():
                     trial.metadata["prediction_model"] = "target-only"
+
+    def _target_only_prediction(self, params: Mapping[str, Any], completed: list[Trial]) -> dict | None:
+        """The target-only GP's prediction of a new target-fidelity run of ``params``: ``{"mean", "sd"}``
+        (objective units, observation noise included), ``"log_outcome"`` and the ``"noise_var"`` it held
+        (outcome units, when set); None without that model."""
+        fitted = self._target_only_model(completed)
+        if fitted is None:
+            return None
+        from mfbo.optimize._fidelity_check import predict_new_run
+
+        m, s = predict_new_run(*fitted, self.space.encode([params]))
+        pred = {"mean": float(m[0]), "sd": float(s[0]), "log_outcome": bool(fitted[1])}
+        if self._target_gp_noise is not None:
+            pred["noise_var"] = float(self._target_gp_noise)
+        return pred
 
     @staticmethod
     def run_prediction(trial: Trial) -> Mapping | None:
@@ -446,13 +455,9 @@ class MultiFidelityOptimizer:
         if len(completed) < 2:
             return None
         params = self.space.validate(params)
-        if self.target_only_mode():
-            fitted = self._target_only_model(completed)
-            if fitted is not None:
-                from mfbo.optimize._fidelity_check import predict_new_run
-
-                m, s = predict_new_run(*fitted, self.space.encode([params]))
-                return {"mean": float(m[0]), "sd": float(s[0]), "model": "target-only"}
+        pred = self._target_only_prediction(params, completed) if self.target_only_mode() else None
+        if pred is not None:
+            return {"mean": pred["mean"], "sd": pred["sd"], "model": "target-only"}
         mean, sd = self._fit(completed).predict([params], observation_noise=True)
         return {"mean": float(mean[0]), "sd": float(sd[0]), "model": "multi-fidelity"}
 
@@ -655,13 +660,7 @@ class MultiFidelityOptimizer:
         runs of 2 FFE each."""
         if self.cost_model.n_obs == 0 or not configs:
             return None
-        enc = self.encoder
-        n = len(configs)
-        X = enc.encode(configs, [enc.data_fraction_default()] * n, [enc.epochs_default()] * n)
-        alpha = self.design_cost_exponent()
-        if not isinstance(self.cost_model, LogLinearCostModel):
-            return np.log(np.maximum(self.cost_model.predict(X), 1e-12))
-        return np.log(np.maximum(self.cost_model.predict(X, design_exponent=alpha), 1e-12))
+        return np.log(np.maximum(self._target_run_cost(configs, self.design_cost_exponent()), 1e-12))
 
     def _target_candidates(self, designs: list[dict], best: list[dict], seed: int, n_sobol: int = 256,
                            step: float = 0.1) -> tuple[list[dict], np.ndarray]:
@@ -745,12 +744,17 @@ class MultiFidelityOptimizer:
     def full_fidelity_cost(self, design_exponent: float = 1.0) -> float:
         """Predicted cost (s) of one target-fidelity run, averaged over a fixed Sobol sample of designs
         (``design_exponent``: see :meth:`LogLinearCostModel.predict`)."""
-        configs = self.space.sample(64, seed=self.seed + 12345)
-        X = self.encoder.encode(configs, [self.encoder.data_fraction_default()] * 64,
-                                [self.encoder.epochs_default()] * 64)
+        return float(np.mean(self._target_run_cost(self.space.sample(64, seed=self.seed + 12345), design_exponent)))
+
+    def _target_run_cost(self, configs: list[dict], design_exponent: float = 1.0) -> np.ndarray:
+        """``(n,)`` predicted cost (s) of a target-fidelity run of each config (``design_exponent``: see
+        :meth:`LogLinearCostModel.predict`; at 1 not passed, which a user's cost model need not take)."""
+        enc = self.encoder
+        n = len(configs)
+        X = enc.encode(configs, [enc.data_fraction_default()] * n, [enc.epochs_default()] * n)
         if design_exponent == 1.0:
-            return float(np.mean(self.cost_model.predict(X)))
-        return float(np.mean(self.cost_model.predict(X, design_exponent=design_exponent)))
+            return np.asarray(self.cost_model.predict(X), dtype=float)
+        return np.asarray(self.cost_model.predict(X, design_exponent=design_exponent), dtype=float)
 
     def design_cost_exponent(self) -> float:
         """Cost-cooling exponent alpha in [0, 1] on the design-dependent cost (1 without a budget).
